@@ -1,0 +1,1 @@
+"""The sendmail-compatible front: parse sendmail's argv, write one spool file."""
