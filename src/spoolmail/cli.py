@@ -122,7 +122,8 @@ def flush(ctx: click.Context, ids: tuple[str, ...]) -> None:
     try:
         actions.flush_all(cfg)
     except OSError as exc:
-        raise _fail(f"cannot ask the relay to flush: {exc.strerror}", sysexits.EX_CANTCREAT)
+        raise _fail(f"cannot ask the relay to flush: {exc.strerror}",
+                    sysexits.EX_CANTCREAT) from None
     click.echo("the relay will retry every deferred message now")
 
 
@@ -172,7 +173,9 @@ def quarantine_list(ctx: click.Context) -> None:
     if not items:
         click.echo("quarantine is empty")
     for item in items:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.get("time", 0)))
+        stamp = item.get("time", 0)
+        when = time.strftime("%Y-%m-%d %H:%M:%S",
+                             time.localtime(stamp if isinstance(stamp, float | int) else 0))
         click.echo(f"{item['qid']}  {when}  uid {item.get('uid')}  {item.get('reason')}")
 
 

@@ -23,7 +23,7 @@ from spoolmail.sendmail.frontconfig import (
 
 DEFAULT_STATE_DIR = "/var/lib/spoolmail"
 # Postfix/Exim-like: first retries after minutes, then hours; give up after 5 days.
-DEFAULT_RETRY_SCHEDULE = (300, 900, 1800, 3600, 7200, 14400)
+DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (300, 900, 1800, 3600, 7200, 14400)
 DEFAULT_MAX_QUEUE_AGE = 5 * 86400
 TRANSPORTS = ("smtp", "command", "maildir")
 TLS_MODES = ("none", "starttls", "tls")
@@ -63,7 +63,9 @@ class SmtpConfig:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                raise ConfigError(f"cannot read the SMTP password from {path}: {exc.strerror}")
+                raise ConfigError(
+                    f"cannot read the SMTP password from {path}: {exc.strerror}"
+                ) from None
         return None
 
 
@@ -258,7 +260,7 @@ def from_table(table: dict[str, Any], path: str | None) -> Config:
     delivery = top.table_at("delivery")
     transport = delivery.choice("transport", "maildir", TRANSPORTS)
     schedule_value = delivery.get("retry_schedule")
-    schedule = DEFAULT_RETRY_SCHEDULE
+    schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     if schedule_value is not None:
         parsed = (
             [parse_duration(v) for v in schedule_value] if isinstance(schedule_value, list) else []

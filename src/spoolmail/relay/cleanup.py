@@ -147,7 +147,7 @@ def cleanup(
     if "message-id" not in present:
         header.append(f"Message-ID: <{queue_id}@{cfg.hostname}>".encode())
 
-    lines = b"\n".join(header).split(b"\n") + [b""]
+    lines = [*b"\n".join(header).split(b"\n"), b""]
     body_lines = body.split(b"\n")
     if body_lines and body_lines[-1] == b"":
         body_lines.pop()

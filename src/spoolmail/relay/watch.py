@@ -12,7 +12,7 @@ from watchdog.observers import Observer
 log = logging.getLogger("spoolmail")
 
 
-class _Waker(FileSystemEventHandler):  # type: ignore[misc]
+class _Waker(FileSystemEventHandler):  # type: ignore[misc,unused-ignore]
     def __init__(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         self.loop = loop
         self.event = event
