@@ -102,14 +102,17 @@ class Session:
         chunks: list[bytes] = []
         size = 0
         too_big = False
+        line_start = True  # a long line arrives in several chunks; only its first is a start
         while True:
             line = self.rfile.readline(1 << 16)
             if not line:
                 return False  # EOF inside DATA: the transaction is abandoned
-            if line in (b".\r\n", b".\n"):
-                break
-            if line.startswith(b"."):
-                line = line[1:]
+            if line_start:
+                if line in (b".\r\n", b".\n"):
+                    break
+                if line.startswith(b"."):
+                    line = line[1:]
+            line_start = line.endswith(b"\n")
             size += len(line)
             if size > self.size_limit:
                 too_big = True
