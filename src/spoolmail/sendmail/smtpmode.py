@@ -43,6 +43,11 @@ class Session:
             line = self.rfile.readline(MAX_LINE)
             if not line:
                 return 0
+            if not line.endswith(b"\n") and len(line) == MAX_LINE:
+                while line and not line.endswith(b"\n"):  # one reply for the whole line
+                    line = self.rfile.readline(MAX_LINE)
+                self.reply("500 5.5.2 line too long")
+                continue
             text = line.rstrip(b"\r\n").decode("utf-8", "replace")
             verb, _, arg = text.partition(" ")
             verb = verb.upper()
