@@ -30,9 +30,10 @@ from typing import Any
 
 import pytest
 
+from spoolmail.relay.queue import Entry
 from tests.support.exim import free_port
+from tests.support.relay import HOSTNAME
 from tests.support.relayharness import (
-    HOSTNAME,
     RelayHarness,
     check_wire_rules,
     header_values,
@@ -91,19 +92,18 @@ def check_all_delivered(server: ScriptedSMTPServer) -> None:
 
 def assert_deferred(
     relay: RelayHarness, run_started: float, *recipients: str, reply: str | None = None
-) -> dict[str, Any]:
+) -> Entry:
     """One original message queued, these recipients pending, next try a schedule step away."""
-    [state] = [s for s in relay.queue() if not s["is_bounce"]]
-    pending = sorted(r["address"] for r in state["recipients"] if r["status"] == "pending")
-    assert pending == sorted(recipients or (RCPT,)), state
-    assert not state["held"]
-    assert state["next_attempt"] >= run_started + RETRY * 0.9, "retried too soon"
-    for rcpt in state["recipients"]:
-        if rcpt["status"] == "pending":
-            assert rcpt["last_reply"], rcpt
-            if reply is not None:
-                assert reply in rcpt["last_reply"], rcpt
-    return state
+    [entry] = [e for e in relay.queue() if not e.is_bounce]
+    pending = sorted(r.address for r in entry.pending())
+    assert pending == sorted(recipients or (RCPT,)), entry
+    assert not entry.held
+    assert entry.next_attempt >= run_started + RETRY * 0.9, "retried too soon"
+    for rcpt in entry.pending():
+        assert rcpt.last_reply, rcpt
+        if reply is not None:
+            assert reply in rcpt.last_reply, rcpt
+    return entry
 
 
 def retry_now(relay: RelayHarness) -> None:
@@ -148,7 +148,7 @@ def test_temporary_failure_defers_then_delivers_once(tmp_path: Path, name: str) 
         assert server.delivered() == [], server.transcript()
         assert bounces(server) == [], "a temporary failure must never bounce"
         assert_deferred(relay, started, reply=reply)
-        assert any("status=deferred" in line for line in first.attempt_lines()), first.stderr
+        assert any("status=deferred" in line for line in first.attempt_lines()), first.log
 
         relay.run_once()  # not due yet: the retry is not immediate
         server.wait_idle()
@@ -174,7 +174,7 @@ def test_connection_refused_defers(tmp_path: Path) -> None:
     started = time.time()
     run = relay.run_once()
     assert_deferred(relay, started)
-    assert "status=deferred" in run.stderr
+    assert "status=deferred" in run.log
 
 
 # ------------------------------------------------------------------ permanent failures
@@ -224,7 +224,7 @@ def test_permanent_failure_bounces_at_once(tmp_path: Path, name: str) -> None:
         server.wait_idle()
         assert [t for t in originals(server) if t.delivered] == []
         assert relay.queue() == [], "bounced, so nothing may stay queued"
-        assert any("status=bounced" in line for line in run.attempt_lines()), run.stderr
+        assert any("status=bounced" in line for line in run.attempt_lines()), run.log
 
         [bounce] = bounces(server)
         assert bounce.delivered and bounce.accepted_recipients == [SENDER]
@@ -313,7 +313,7 @@ def test_bc33_450_then_550_across_attempts(tmp_path: Path) -> None:
         relay.run_once()
         server.wait_idle()
         assert len(server.connections) == 1, "the retry must not be immediate"
-        assert state["next_attempt"] - started >= RETRY * 0.9
+        assert state.next_attempt - started >= RETRY * 0.9
 
         retry_now(relay)
         server.wait_idle()
@@ -502,7 +502,7 @@ def test_auth_535_defers_and_never_bounces(tmp_path: Path) -> None:
         assert "MAIL" not in conn.commands()
         assert_deferred(relay, started, reply="535")
         assert bounces(server) == []
-        assert "status=bounced" not in run.stderr
+        assert "status=bounced" not in run.log
         retry_now(relay)  # credentials fixed on the server side: delivered
         server.wait_idle()
         assert server.delivered_recipients() == {RCPT: 1}
@@ -573,8 +573,8 @@ def test_null_sender_failure_is_held_not_bounced(tmp_path: Path) -> None:
         [txn] = server.transactions()
         assert txn.sender == "" and txn.refused_recipients == [RCPT]
         [state] = relay.queue()
-        assert state["held"], "undeliverable with a null sender: held for the operator"
-        assert not state["is_bounce"]
+        assert state.held, "undeliverable with a null sender: held for the operator"
+        assert not state.is_bounce
 
 
 def test_null_sender_failure_goes_to_admin(tmp_path: Path) -> None:
@@ -600,7 +600,7 @@ def test_a_bounce_that_fails_does_not_loop(tmp_path: Path) -> None:
         server.wait_idle()
         assert [t.sender for t in server.transactions()] == [SENDER, ""]
         [state] = relay.queue()
-        assert state["is_bounce"] and state["held"]
+        assert state.is_bounce and state.held
 
 
 # -------------------------------------------------------------------- content, reuse
