@@ -168,6 +168,31 @@ def test_temporary_failure_defers_then_delivers_once(tmp_path: Path, name: str) 
             assert txn.data is None or delivered.data.startswith(txn.data)
 
 
+@pytest.mark.parametrize("stage", ["greeting", "ehlo", "mail", "rcpt", "data"])
+def test_a_hung_server_times_out_and_defers(tmp_path: Path, stage: str) -> None:
+    """Every phase has a finite timeout (BC-35 notes; nullmailer #75): 1 s here, 2 s silence.
+
+    The wait for DATA's 354 is governed by data_timeout (aiosmtplib's data() uses one
+    timeout for the 354 and the final reply), so that one is cut to 1 s as well.
+    """
+    smtp = {"connect_timeout": "1s", "command_timeout": "1s", "data_timeout": "1s"}
+    with relay_with(tmp_path, [Script(delays={stage: 2}), Script()], smtp=smtp) as (
+        server,
+        relay,
+    ):
+        relay.submit(ARGS, MESSAGE)
+        started = time.time()
+        run = relay.run_once()
+        assert_deferred(relay, started)
+        assert any("status=deferred" in line for line in run.attempt_lines()), run.log
+        server.wait_idle()
+        assert server.delivered() == []
+        retry_now(relay)
+        server.wait_idle()
+        assert server.delivered_recipients() == {RCPT: 1}
+        assert relay.queue() == []
+
+
 def test_connection_refused_defers(tmp_path: Path) -> None:
     relay = RelayHarness(tmp_path, smtp_port=free_port())  # nothing listens there
     relay.submit(ARGS, MESSAGE)
