@@ -19,6 +19,8 @@ import email
 import email.message
 import email.policy
 import email.utils
+import signal
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from spoolmail.relay import spooldirs
 from spoolmail.relay.queue import Entry
 from tests.support import oracle
 from tests.support.front import Result
-from tests.support.relay import HOSTNAME, RelayEnv
+from tests.support.relay import HOSTNAME, SPOOLMAIL, RelayEnv
 from tests.support.smtpserver import Transaction
 
 RETRY_SCHEDULE = ["1h"]
@@ -88,8 +90,27 @@ class RelayHarness:
         return result
 
     def run_once(self, timeout: float = 120) -> RelayRun:
-        """`spoolmail relay --once` (asserts exit 0)."""
-        run = RelayRun(self.env.run_once(timeout))
+        """`spoolmail relay --once` (asserts exit 0; a hang fails with the relay's stacks)."""
+        env = {**self.env.env(), "PYTHONFAULTHANDLER": "1"}
+        proc = subprocess.Popen(
+            [str(SPOOLMAIL), "relay", "--once"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            _, err = proc.communicate(timeout=30)
+            raise AssertionError(
+                f"relay --once still running after {timeout}s; its log and stacks:\n"
+                + err.decode(errors="replace")
+            ) from None
+        log = err.decode(errors="replace")
+        assert proc.returncode == 0, f"relay --once exited {proc.returncode}:\n{log}"
+        run = RelayRun(log)
         self.runs.append(run)
         return run
 
