@@ -551,6 +551,19 @@ def test_auth_is_never_sent_without_tls(tmp_path: Path) -> None:
         assert_deferred(relay, started)
 
 
+def test_auth_configured_but_not_offered_defers(tmp_path: Path) -> None:
+    """A smarthost that needs our login but offers no AUTH: do not send unauthenticated."""
+    script = Script(ehlo=("PIPELINING", "8BITMIME", "STARTTLS"))
+    with relay_with(tmp_path, script, smtp=tls_config(tmp_path)) as (server, relay):
+        relay.submit(ARGS, MESSAGE)
+        started = time.time()
+        relay.run_once()
+        server.wait_idle()
+        assert server.transactions() == []
+        assert_deferred(relay, started)
+        assert bounces(server) == []
+
+
 # ---------------------------------------------------------------- recipients, bounces
 
 
@@ -673,6 +686,19 @@ def test_consecutive_messages_reuse_one_connection(tmp_path: Path) -> None:
         assert len(server.connections) == 1
         assert sorted(server.delivered_recipients()) == [f"r{n}@example.org" for n in range(3)]
         assert relay.queue() == []
+
+
+def test_lone_dot_line_with_i_arrives_intact(tmp_path: Path) -> None:
+    message = b"Subject: dots\n\nbefore\n.\n..two\nafter\n"
+    with relay_with(tmp_path, Script()) as (server, relay):
+        relay.submit(["-i", "-f", SENDER, "--", RCPT], message)
+        relay.run_once()
+        server.wait_idle()
+        [txn] = server.delivered()
+        assert txn.data is not None and txn.data_wire is not None
+        assert b"\r\nbefore\r\n.\r\n..two\r\nafter\r\n" in txn.data
+        assert b"\r\nbefore\r\n..\r\n...two\r\nafter\r\n" in txn.data_wire
+        check_all_delivered(server)
 
 
 def test_front_headers_reach_the_server(tmp_path: Path) -> None:
