@@ -100,7 +100,13 @@ def read_incoming(incoming: Path) -> tuple[list[str], list[SpoolFile]]:
     if not incoming.is_dir():
         return [], []
     entries = sorted(os.listdir(incoming))
-    files = [read_spool_file(incoming / n) for n in entries if is_queue_id(n)]
+    files = []
+    for name in entries:
+        if is_queue_id(name):
+            try:
+                files.append(read_spool_file(incoming / name))
+            except FileNotFoundError:
+                pass  # a running relay took it meanwhile
     return entries, files
 
 
