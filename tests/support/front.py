@@ -209,16 +209,19 @@ def run_front_as(
     spool: Path,
     argv0: str = "sendmail",
 ) -> Result:
-    """Run the front's main() as uid:gid with no supplementary groups (needs root)."""
-    with tempfile.TemporaryDirectory(prefix="front-") as tmp:
-        proc = subprocess.run(
-            [PYTHON, "-c", _AS_USER, str(uid), str(gid), argv0, *args],
-            input=stdin,
-            capture_output=True,
-            env=front_env(spool, None, None, Path(tmp)),
-            cwd="/",
-            timeout=60,
-        )
+    """Run the front's main() as uid:gid with no supplementary groups (needs root).
+
+    The spool's parent directory must be searchable by uid; the (absent)
+    config file is looked for there, so that the user sees ENOENT, not EACCES.
+    """
+    proc = subprocess.run(
+        [PYTHON, "-c", _AS_USER, str(uid), str(gid), argv0, *args],
+        input=stdin,
+        capture_output=True,
+        env=front_env(spool, spool.parent / "no-config.toml", None, spool.parent),
+        cwd="/",
+        timeout=60,
+    )
     entries, files = read_incoming(spool / "incoming")
     return Result(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"),
                   entries, files)
