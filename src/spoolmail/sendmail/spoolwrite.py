@@ -109,7 +109,7 @@ def write(incoming: str, queue_id: str, parts: list[bytes]) -> str:
             os.close(fd)
     except OSError as exc:
         for leftover in (temp, final):
-            try:  # noqa: SIM105 (contextlib would cost the front an import)
+            try:
                 os.unlink(leftover)
             except OSError:
                 pass
