@@ -45,9 +45,11 @@ def test_absent_and_null_sender(tmp_path: Path) -> None:
 
 
 def test_control_characters_and_percent_are_escaped(tmp_path: Path) -> None:
-    _, rest = raw_file(tmp_path, ["-F", "50%\tof\x7f\x01it", "-o", "i", "ü\x1b@example.org"],
+    _, rest = raw_file(tmp_path / "c", ["-F", "50%\tof\x7f\x01it", "-o", "i", "ü\x1b@example.org"],
                        b"x\n")
     assert rest == b"fullname 50%25%09of%7F%01it\nflag i\nrcpt \xc3\xbc%1B@example.org\n\nx\n"
+    _, only_percent = raw_file(tmp_path / "p", ["-F", "100%", "bob"], b"x\n")
+    assert only_percent == b"fullname 100%25\nrcpt bob\n\nx\n"
 
 
 def test_a_foreign_writer_following_the_document_is_read_back(tmp_path: Path) -> None:
