@@ -6,12 +6,14 @@ mount namespace (`unshare --mount`), so nothing is visible outside the test.
 
 from __future__ import annotations
 
+import functools
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.front import Result, make_spool, run_front
-from tests.support.require import require_program, require_root
+from tests.support.require import missing, require_program, require_root
 
 MESSAGE = b"To: bob@example.org\nSubject: failure paths\n\nbody\n"
 
@@ -35,11 +37,28 @@ TMPFS_SPOOL = (
 )
 
 
+@functools.cache
+def namespace_problem(unshare: str) -> str | None:
+    """Why a private mount namespace with a tmpfs cannot be made here, or None."""
+    probe = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "sh", "-c",
+         "mount -t tmpfs -o size=64k spoolmail-probe /mnt"],
+        capture_output=True, text=True,
+    )
+    if probe.returncode == 0:
+        return None
+    return probe.stderr.strip() or f"exit {probe.returncode}"
+
+
 def in_namespace(tmp_path: Path, setup: str, args: list[str], *, stdin: bytes = MESSAGE,
                  config: Path | None = None) -> Result:
     require_root("mounting a read-only or a full file system in a private namespace")
     unshare = require_program("unshare", "util-linux")
     require_program("mount", "mount")
+    problem = namespace_problem(unshare)
+    if problem:
+        missing(f"cannot mount a tmpfs in a private mount namespace here ({problem}); "
+                "a container needs CAP_SYS_ADMIN")
     spool = make_spool(tmp_path)
     inspect = tmp_path / "inspect"
     inspect.mkdir()
