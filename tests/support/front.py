@@ -9,6 +9,7 @@ package installs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -96,11 +97,19 @@ def read_spool_file(path: Path) -> SpoolFile:
 
 
 def read_incoming(incoming: Path) -> tuple[list[str], list[SpoolFile]]:
-    """Every entry of incoming/ (sorted) and the decoded message files among them."""
+    """Every entry of incoming/ (sorted) and the decoded message files among them.
+
+    With a relay running, a file may be picked up between the listing and the
+    read; it is then left out of the files (its name stays in the entries).
+    """
     if not incoming.is_dir():
         return [], []
     entries = sorted(os.listdir(incoming))
-    files = [read_spool_file(incoming / n) for n in entries if is_queue_id(n)]
+    files = []
+    for name in entries:
+        if is_queue_id(name):
+            with contextlib.suppress(FileNotFoundError):
+                files.append(read_spool_file(incoming / name))
     return entries, files
 
 
