@@ -71,7 +71,7 @@ def test_front_works_in_hardened_unit_with_the_dropin(ct: Container) -> None:
     uid = run.output.split()[0]
     new = [line for line in incoming_files(ct) if line not in before]
     assert len(new) == 1, (before, new)
-    name, owner, group, mode = new[0].split()
+    _name, owner, group, mode = new[0].split()
     # owned by the daemon's (dynamic) uid, group and mode readable by the relay
     assert (owner, group, mode) == (uid, "spoolmail", "640"), new
 
