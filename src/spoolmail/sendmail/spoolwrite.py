@@ -12,7 +12,8 @@ from spoolmail import sysexits
 # relay's group); set with fchmod because the caller's umask may be 0077.
 SPOOL_FILE_MODE = 0o640
 TEMP_PREFIX = ".tmp."
-FLUSH_PREFIX = "flush-"
+FLUSH_PREFIX = "flush-"  # zero-length: retry every deferred message now (sendmail -q)
+WAKE_PREFIX = "wake-"  # zero-length: look at the queue and control/ now
 DROP_IN = "/usr/share/spoolmail/spoolmail-client.conf"
 
 
@@ -26,7 +27,7 @@ class SpoolError(Exception):
 
 def new_queue_id() -> str:
     """Time-ordered and unique without coordination: seconds, then 40 random bits."""
-    return "%09X%s" % (int(time.time()), os.urandom(5).hex().upper())
+    return f"{int(time.time()):09X}{os.urandom(5).hex().upper()}"
 
 
 def _describe_dir(path: str) -> str:
@@ -34,7 +35,7 @@ def _describe_dir(path: str) -> str:
         st = os.stat(path)
     except OSError:
         return ""
-    return " (mode %04o, owner uid %d gid %d)" % (st.st_mode & 0o7777, st.st_uid, st.st_gid)
+    return f" (mode {st.st_mode & 0o7777:04o}, owner uid {st.st_uid} gid {st.st_gid})"
 
 
 def explain(exc: OSError, incoming: str) -> SpoolError:
