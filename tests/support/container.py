@@ -346,6 +346,7 @@ class Container:
             group = hierarchy / self.name
             group.mkdir()
             self._cgroups.append(group)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         nspawn = self._nspawn_argv()
         script = (
             "set -e\n"
@@ -419,6 +420,7 @@ class Container:
         for group in self._cgroups:
             self._remove_cgroup(group)
         self._cgroups = []
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     @staticmethod
     def _remove_cgroup(group: Path) -> None:
