@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,18 @@ def test_resolve_follows_links_inside_root(tmp_path: Path) -> None:
     os.symlink("loop", root / "usr/sbin/loop")
     assert dropin.resolve(str(root), "/usr/sbin/loop") is None
     assert dropin.resolve(str(root), "/usr/sbin/nothing") is None
+
+
+def test_the_command_line_writes_and_removes_the_drop_in(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    spoolmail = Path(sysconfig.get_path("scripts")) / "spoolmail"
+    done = subprocess.run([str(spoolmail), "enable-for", "mon.service", "--root", str(root)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        "wrote /etc/systemd/system/mon.service.d/spoolmail-client.conf")
+    assert "ReadWritePaths=-/var/spool/spoolmail/incoming" in dropin_text(root, "mon.service")
+    undone = subprocess.run([str(spoolmail), "disable-for", "mon.service", "--root", str(root)],
+                            capture_output=True, text=True, timeout=60)
+    assert undone.returncode == 0, undone.stderr
+    assert not (root / "etc/systemd/system/mon.service.d/spoolmail-client.conf").exists()
