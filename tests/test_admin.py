@@ -88,7 +88,7 @@ def test_hold_release_flush_delete_and_bounce(tmp_path: Path) -> None:
     assert b"returned to the sender by the mail system's operator" in dsn
     assert env.queue() == []
     again = env.cli("delete", deleted)
-    assert again.returncode == 69 and "no such message in the queue" in again.stderr
+    assert again.returncode == 66 and "no such message in the queue" in again.stderr
 
 
 def test_status_tells_monitoring_what_is_wrong(tmp_path: Path) -> None:

@@ -63,6 +63,8 @@ def relay(ctx: click.Context, config_file: str | None, once: bool, verbose: bool
         code = daemon.run(config_file or ctx.obj, once)
     except config_mod.ConfigError as exc:
         raise _fail(str(exc), sysexits.EX_CONFIG) from None
+    except daemon.AlreadyRunning as exc:
+        raise _fail(str(exc), sysexits.EX_TEMPFAIL) from None
     raise click.exceptions.Exit(code)
 
 
@@ -93,21 +95,21 @@ def _each(ctx: click.Context, ids: tuple[str, ...], action: Callable[[Config, st
           done: str) -> None:
     cfg = _load(ctx)
     _readable_queue(cfg)
-    failed = False
+    code = 0
     for queue_id in ids:
         if "/" in queue_id:
             click.echo(f"spoolmail: {queue_id}: not a queue id", err=True)
-            failed = True
+            code = max(code, sysexits.EX_USAGE)
             continue
         try:
             action(cfg, queue_id)
         except actions.ActionError as exc:
             click.echo(f"spoolmail: {exc}", err=True)
-            failed = True
+            code = max(code, exc.code)
         else:
             click.echo(f"{queue_id}: {done}")
-    if failed:
-        raise click.exceptions.Exit(sysexits.EX_UNAVAILABLE)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @cli.command()
@@ -192,16 +194,19 @@ def _quarantine_items(cfg: Config) -> list[dict[str, object]]:
 def _quarantine_action(ctx: click.Context, qids: tuple[str, ...],
                        action: Callable[[Config, str], None], done: str) -> None:
     cfg = _load(ctx.find_root())
-    failed = False
+    code = 0
     for qid in qids:
         try:
             action(cfg, qid)
             click.echo(f"{qid}: {done}")
-        except (actions.ActionError, OSError) as exc:
+        except actions.ActionError as exc:
             click.echo(f"spoolmail: {exc}", err=True)
-            failed = True
-    if failed:
-        raise click.exceptions.Exit(sysexits.EX_UNAVAILABLE)
+            code = max(code, exc.code)
+        except OSError as exc:
+            click.echo(f"spoolmail: {qid}: {exc.strerror}", err=True)
+            code = max(code, sysexits.EX_CANTCREAT)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @quarantine.command("show")

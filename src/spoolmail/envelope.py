@@ -15,6 +15,12 @@ class EnvelopeError(ValueError):
     """The spool file is not a valid version-1 envelope."""
 
 
+def has_control(value: str) -> bool:
+    """Control characters (CR, LF, NUL, DEL…) have no place in an address or a name:
+    they would inject header fields or SMTP commands."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
 class Envelope:
     """The submitter's claims about one message; none of them is identity."""
 
@@ -85,6 +91,12 @@ def _unescape(raw: bytes) -> str:
         raise EnvelopeError("envelope value is not UTF-8") from exc
 
 
+def _checked(value: str, what: str) -> str:
+    if has_control(value):
+        raise EnvelopeError(f"control character in the envelope's {what}")
+    return value
+
+
 def encode(env: Envelope) -> bytes:
     """Return the envelope block, ending with the blank line before the message."""
     lines = [MAGIC, b"time %d\n" % env.time]
@@ -129,16 +141,16 @@ def decode(data: bytes) -> tuple[Envelope, int]:
                 raise EnvelopeError("envelope time is not a number of seconds")
             time = int(raw)
         elif key == b"sender":
-            sender = _unescape(raw)
+            sender = _checked(_unescape(raw), "sender")
         elif key == b"fullname":
-            fullname = _unescape(raw)
+            fullname = _checked(_unescape(raw), "fullname")
         elif key == b"flag":
             flag = raw.decode("ascii", "replace")
             if flag not in KNOWN_FLAGS:
                 raise EnvelopeError(f"unknown envelope flag {flag!r}")
             flags.add(flag)
         elif key == b"rcpt":
-            rcpt = _unescape(raw)
+            rcpt = _checked(_unescape(raw), "recipient")
             if not rcpt:
                 raise EnvelopeError("empty recipient in envelope")
             recipients.append(rcpt)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from spoolmail import sysexits
 from spoolmail.admin import oplog
 from spoolmail.config import Config
 from spoolmail.relay.queue import FAILED, PENDING, Busy, Entry, QueueStore
@@ -15,6 +16,10 @@ from spoolmail.relay.queue import FAILED, PENDING, Busy, Entry, QueueStore
 
 class ActionError(Exception):
     """A one-line reason an action could not be done for one message."""
+
+    def __init__(self, message: str, code: int = sysexits.EX_NOINPUT) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _change(cfg: Config, queue_id: str, action: str, mutate: Callable[[Entry], None],
@@ -31,7 +36,8 @@ def _change(cfg: Config, queue_id: str, action: str, mutate: Callable[[Entry], N
     except KeyError:
         raise ActionError(f"{queue_id}: no such message in the queue") from None
     except Busy:
-        raise ActionError(f"{queue_id}: being delivered right now; try again") from None
+        raise ActionError(f"{queue_id}: being delivered right now; try again",
+                          sysexits.EX_TEMPFAIL) from None
     oplog.record(cfg.control_dir, cfg.incoming, action, queue_id)
 
 

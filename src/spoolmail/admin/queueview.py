@@ -52,7 +52,8 @@ def format_text(items: list[Entry]) -> str:
             lines.append(f"        {r.address}  {r.status}{detail}")
         lines.append("")
     count = len(items)
-    lines.append(f"-- {total // 1024} KiB in {count} message{'s' if count != 1 else ''}")
+    size = f"{total} bytes" if total < 10240 else f"{total // 1024} KiB"
+    lines.append(f"-- {size} in {count} message{'s' if count != 1 else ''}")
     return "\n".join(lines)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
 import time
 
@@ -50,6 +52,10 @@ class Relay:
         self.transport = make_transport(cfg)
         self.deliverer = Deliverer(cfg, self.store, self.transport)
         self.in_flight: dict[str, asyncio.Task[None]] = {}
+        # Messages not to start again before a time: busy with an operator command,
+        # or their attempt failed unexpectedly (never a tight loop).
+        self.not_before: dict[str, float] = {}
+        self.stuck: set[str] = set()
         self.wake = asyncio.Event()
         self.stopping = False
         self.reload_requested = False
@@ -64,6 +70,8 @@ class Relay:
         for sig, handler in ((signal.SIGTERM, self._stop), (signal.SIGINT, self._stop),
                              (signal.SIGHUP, self._reload)):
             loop.add_signal_handler(sig, handler)
+        for name in self.store.sweep():
+            log.warning("queue/%s: removed, left behind by an interrupted write", name)
         watcher = IncomingWatcher(self.cfg.incoming, self.wake)
         if not self.once:
             watcher.start()
@@ -128,7 +136,7 @@ class Relay:
         while not self.stopping:
             if self.reload_requested:
                 await self._apply_reload()
-            picked = await asyncio.to_thread(pickup.scan, self.cfg, self.store)
+            picked = await asyncio.to_thread(pickup.scan, self.cfg, self.store, self.stuck)
             oplog.consume(self.cfg.control_dir)
             for item in picked:
                 if item.kind == "flush":
@@ -159,6 +167,12 @@ class Relay:
         for queue_id, due in self.store.scan():
             if queue_id in self.in_flight or due >= 4e9:
                 continue
+            wait_until = self.not_before.get(queue_id)
+            if wait_until is not None:
+                if wait_until > now:
+                    next_due = min(next_due, wait_until)
+                    continue
+                del self.not_before[queue_id]
             if due <= now or force:
                 self._start(queue_id)
             else:
@@ -176,12 +190,15 @@ class Relay:
             async with self.semaphore:
                 created = await self.deliverer.attempt(queue_id)
         except Busy:
-            log.info("%s: busy (an operator command holds it); will retry", queue_id)
+            log.info("%s: busy (another process holds its lock); will retry", queue_id)
+            self.not_before[queue_id] = time.time() + 1.0
             created = []
         except KeyError:
             created = []  # removed meanwhile (operator delete)
         except Exception:
-            log.exception("%s: delivery attempt failed unexpectedly; it stays queued", queue_id)
+            log.exception("%s: delivery attempt failed unexpectedly; it stays queued and is "
+                          "retried in %ds", queue_id, self.cfg.retry_schedule[0])
+            self.not_before[queue_id] = time.time() + self.cfg.retry_schedule[0]
             created = []
         finally:
             self.in_flight.pop(queue_id, None)
@@ -205,7 +222,31 @@ class Relay:
         sdnotify.notify("STATUS=" + status.summary(counts, quarantined))
 
 
+class AlreadyRunning(Exception):
+    """Another relay holds the spool's lock."""
+
+
+def _lock_spool(cfg: Config) -> int:
+    """One relay per spool: two would pick up and deliver the same mail twice."""
+    path = os.path.join(cfg.spool, "relay.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise AlreadyRunning(f"another relay (pid {holder}) is already running on {cfg.spool}; "
+                             "use 'spoolmail flush' to make it retry now") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def run(config_file: str | None, once: bool) -> int:
     cfg = config_mod.load(config_file)
     spooldirs.prepare(cfg)
-    return asyncio.run(Relay(cfg, config_file, once).run())
+    lock = _lock_spool(cfg)
+    try:
+        return asyncio.run(Relay(cfg, config_file, once).run())
+    finally:
+        os.close(lock)

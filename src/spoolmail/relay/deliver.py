@@ -7,6 +7,7 @@ import os
 import time
 
 from spoolmail.config import Config
+from spoolmail.envelope import has_control
 from spoolmail.relay import bounce
 from spoolmail.relay.identity import login_for_uid
 from spoolmail.relay.queue import (
@@ -29,6 +30,14 @@ log = logging.getLogger("spoolmail")
 def retry_delay(cfg: Config, attempts: int) -> float:
     schedule = cfg.retry_schedule
     return schedule[min(max(attempts, 1), len(schedule)) - 1]
+
+
+def _refuse_control_characters(sender: str, recipients: list[str]) -> dict[str, Outcome]:
+    if has_control(sender):
+        bad = Outcome(base.FAIL, "the sender address contains a control character", "5.1.7")
+        return base.all_of(recipients, bad)
+    bad = Outcome(base.FAIL, "the address contains a control character", "5.1.3")
+    return {r: bad for r in recipients if has_control(r)}
 
 
 class Deliverer:
@@ -65,9 +74,20 @@ class Deliverer:
             return created
 
     async def _try(self, entry: Entry, pending: list[Recipient], message: bytes) -> None:
-        attempt = Attempt(entry.id, entry.sender, [r.address for r in pending], message,
-                          entry.eight_bit)
-        results = await self.transport.deliver(attempt)
+        # Control characters would inject SMTP commands or header fields; the front
+        # and pickup refuse them, but header-derived (-t) addresses are checked here.
+        results = _refuse_control_characters(entry.sender, [r.address for r in pending])
+        sendable = [r.address for r in pending if r.address not in results]
+        attempt = Attempt(entry.id, entry.sender, sendable, message, entry.eight_bit)
+        try:
+            if sendable:
+                results.update(await self.transport.deliver(attempt))
+        except Exception as exc:  # a transport bug must not become a tight retry loop
+            log.exception("%s: the %s transport failed unexpectedly", entry.id,
+                          self.cfg.transport)
+            results.update(base.all_of(sendable, Outcome(
+                base.DEFER, f"internal error in the transport: {type(exc).__name__}: {exc}",
+                "4.3.0")))
         entry.attempts += 1
         now = time.time()
         for rcpt in pending:
@@ -104,14 +124,16 @@ class Deliverer:
             return []
         expired = all(r.dsn_status == "4.4.7" for r in failed)
         target = entry.sender
-        if not target or entry.is_bounce:
+        if not target or entry.is_bounce or has_control(target):
             # Never bounce to <>; a failed bounce goes to the admin once, else stays held.
             if self.cfg.admin and not entry.extra.get("admin_notice"):
                 target = self.cfg.admin
             else:
                 entry.held = True
-                log.warning("%s: undeliverable and its sender is null; held for the "
-                            "operator (set admin to receive these)", entry.id)
+                why = ("the notice to the admin failed too" if self.cfg.admin
+                       else "set admin to receive these")
+                log.warning("%s: undeliverable and no sender to return it to; held for the "
+                            "operator (%s)", entry.id, why)
                 return []
         bounce_id = new_queue_id()
         data = bounce.build(self.cfg, entry, failed, message, target, bounce_id, now, expired)

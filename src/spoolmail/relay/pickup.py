@@ -72,6 +72,8 @@ def _open_checked(cfg: Config, path: str) -> tuple[int, os.stat_result]:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise Rejected("is a symbolic link") from None
+        if exc.errno == errno.EACCES:
+            raise Rejected("is not readable by the relay (the front writes mode 0640)") from None
         raise
     st = os.fstat(fd)
     problem = None
@@ -131,7 +133,7 @@ def pickup_file(cfg: Config, store: QueueStore, name: str) -> Picked:
         return Picked("quarantined")
     entry = Entry(
         id=queue_id,
-        arrival=float(env.time) if 0 < env.time <= now + 60 else now,
+        arrival=now,  # the relay's own clock: the envelope's time is only a claim
         uid=uid,
         login=login,
         sender=cleaned.sender,
@@ -157,17 +159,26 @@ def _clean_stale(cfg: Config, name: str) -> None:
                         name, cfg.stale_temp_age, st.st_uid)
 
 
-def scan(cfg: Config, store: QueueStore) -> list[Picked]:
-    """Pick up every file in incoming/; one bad file never stops the others."""
+def scan(cfg: Config, store: QueueStore, stuck: set[str] | None = None) -> list[Picked]:
+    """Pick up every file in incoming/; one bad file never stops the others.
+
+    stuck: names that could neither be picked up nor quarantined (say, a
+    directory another user made there); each is logged once, not every pass.
+    """
     results: list[Picked] = []
+    stuck = set() if stuck is None else stuck
     with os.scandir(cfg.incoming) as entries:
         names = sorted(e.name for e in entries)
+    stuck.intersection_update(names)
     for name in names:
         try:
             results.append(pickup_file(cfg, store, name))
         except Exception as exc:
-            log.error("%s: pickup failed, left in incoming/ for the next pass: %s: %s",
-                      name, type(exc).__name__, exc)
+            if name not in stuck:
+                log.error("%s: pickup failed, left in incoming/ (it will be retried, and "
+                          "logged again only if it changes): %s: %s",
+                          name, type(exc).__name__, exc)
+            stuck.add(name)
     if any(p.kind == "queued" for p in results):
         fsync_dir(cfg.incoming)
     return results

@@ -106,7 +106,23 @@ class QueueStore:
         return os.path.join(self.dir, queue_id + ".json")
 
     def exists(self, queue_id: str) -> bool:
-        return os.path.exists(self.state_path(queue_id)) or os.path.exists(self.msg_path(queue_id))
+        return os.path.exists(self.state_path(queue_id))
+
+    def sweep(self) -> list[str]:
+        """Remove what a crash can leave: a .msg without its state, half-written temps.
+
+        A .msg without .json is never the only copy: create() writes the state
+        before the incoming file goes, and remove() drops the state first.
+        """
+        removed: list[str] = []
+        names = set(os.listdir(self.dir))
+        for name in sorted(names):
+            orphan = name.endswith(".msg") and name[:-4] + ".json" not in names
+            if orphan or (name.startswith(".") and name.endswith(".tmp")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.dir, name))
+                removed.append(name)
+        return removed
 
     def create(self, entry: Entry, message: bytes) -> None:
         """Store a new message durably: bytes first, then its state."""

@@ -13,6 +13,9 @@ import base64
 import binascii
 
 MAX_LINE = 998
+# Deeper MIME nesting is left as it is rather than recursed into (no real
+# message nests this deep; a hostile one must not exhaust the stack).
+MAX_DEPTH = 40
 QP_SAFE = {"quoted-printable", "base64"}
 
 
@@ -163,18 +166,22 @@ def _rewrap_base64(body: Lines) -> Lines:
     return [data[i : i + 76] for i in range(0, len(data), 76)]
 
 
-def _fix_entity(lines: Lines, seven_bit: bool, top: bool) -> Lines:
+def _fix_entity(lines: Lines, seven_bit: bool, top: bool, depth: int = 0) -> Lines:
     header, body = split_entity(lines)
     if seven_bit and has_8bit(header):
         raise CannotEncode("8-bit characters in a header field and the server lacks 8BITMIME")
     kind, params = content_type(header)
     cte = (header_value(header, b"content-transfer-encoding") or "7bit").lower()
-    if kind.startswith("multipart/") and params.get("boundary"):
-        body = _fix_multipart(body, params["boundary"].encode("utf-8", "replace"), seven_bit)
-    elif kind == "message/rfc822" and cte in ("7bit", "8bit", "binary"):
-        if has_long(body) or (seven_bit and has_8bit(body)):
-            body = _fix_entity(body, seven_bit, top=False)
-            if not has_8bit(body):
+    if kind.startswith(("multipart/", "message/")):
+        # RFC 2045 s6.4: a composite type is never encoded itself; its parts are.
+        if depth >= MAX_DEPTH:
+            pass
+        elif kind.startswith("multipart/") and params.get("boundary"):
+            body = _fix_multipart(body, params["boundary"].encode("utf-8", "replace"),
+                                  seven_bit, depth + 1)
+        elif kind == "message/rfc822" and (has_long(body) or (seven_bit and has_8bit(body))):
+            body = _fix_entity(body, seven_bit, top=False, depth=depth + 1)
+            if cte in ("8bit", "binary") and not has_8bit(body):
                 header = _replace_cte(header, b"7bit")
     elif has_long(body) or (seven_bit and has_8bit(body)):
         if cte == "quoted-printable" and not has_8bit(body):
@@ -186,7 +193,7 @@ def _fix_entity(lines: Lines, seven_bit: bool, top: bool) -> Lines:
     return [*header, b"", *body] if header or not top else [b"", *body]
 
 
-def _fix_multipart(body: Lines, boundary: bytes, seven_bit: bool) -> Lines:
+def _fix_multipart(body: Lines, boundary: bytes, seven_bit: bool, depth: int) -> Lines:
     delimiter = b"--" + boundary
     marks = [i for i, line in enumerate(body) if line.rstrip(b" \t").startswith(delimiter)
              and line.rstrip(b" \t") in (delimiter, delimiter + b"--")]
@@ -198,7 +205,7 @@ def _fix_multipart(body: Lines, boundary: bytes, seven_bit: bool) -> Lines:
         end = marks[n + 1] if n + 1 < len(marks) else len(body)
         part = body[start + 1 : end]
         if body[start].rstrip(b" \t") == delimiter and n + 1 < len(marks):
-            out.extend(_fix_entity(part, seven_bit, top=False))
+            out.extend(_fix_entity(part, seven_bit, top=False, depth=depth))
         else:
             out.extend(part)  # the epilogue after the closing delimiter
     return out
@@ -208,4 +215,7 @@ def make_safe(lines: Lines, seven_bit: bool) -> Lines:
     """Return lines that are legal on the wire; raises CannotEncode."""
     if not has_long(lines) and not (seven_bit and has_8bit(lines)):
         return lines
-    return _fix_entity(lines, seven_bit, top=True)
+    fixed = _fix_entity(lines, seven_bit, top=True)
+    if seven_bit and has_8bit(fixed):
+        raise CannotEncode("8-bit data in a part that cannot be re-encoded")
+    return fixed

@@ -48,11 +48,22 @@ def _stdin() -> BinaryIO:
 
 
 def _check_text(inv: argv.Invocation) -> None:
-    for value in [*inv.recipients, inv.sender or "", inv.fullname or ""]:
+    """Refuse what cannot be an address or a name before reading the message."""
+    named = [("recipient", r) for r in inv.recipients]
+    named += [("sender (-f)", inv.sender or ""), ("full name (-F)", inv.fullname or "")]
+    for what, value in named:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise Fail(f"argument {value!r} is not valid UTF-8", sysexits.EX_USAGE) from None
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise Fail(f"the {what} {shown!r} is not valid UTF-8", sysexits.EX_USAGE) from None
+        if envelope.has_control(value):
+            raise Fail(f"the {what} {value!r} contains a control character", sysexits.EX_USAGE)
+    if inv.sender and ("<" in inv.sender or ">" in inv.sender):
+        found = addresses(inv.sender)  # -f "Name <a@example.org>"
+        if len(found) != 1 or "<" in found[0] or ">" in found[0]:
+            raise Fail(f"the sender (-f) {inv.sender!r} is not an address", sysexits.EX_USAGE)
+        inv.sender = found[0]
 
 
 def _submit(

@@ -10,13 +10,30 @@ import os
 from collections.abc import Callable
 from typing import BinaryIO
 
-from spoolmail.addresses import strip_angles
+from spoolmail.envelope import has_control
 from spoolmail.sendmail.spoolwrite import SpoolError
 
 # submit(sender, recipients, message) -> queue id; raises SpoolError.
 Submit = Callable[[str, list[str], bytes], str]
 
 MAX_LINE = 4096
+
+
+def _path(arg: str, prefix: str) -> str | None:
+    """The address of a MAIL FROM:/RCPT TO: argument, or None if it is malformed."""
+    if not arg.upper().startswith(prefix):
+        return None
+    path = arg[len(prefix):].strip()
+    if path.startswith("<"):
+        end = path.find(">")
+        if end < 0:
+            return None
+        address = path[1:end].strip()
+    else:
+        address = path.split(" ", 1)[0]
+    if has_control(address) or "<" in address or ">" in address:
+        return None
+    return address
 
 
 class Session:
@@ -74,12 +91,11 @@ class Session:
         if self.sender is not None:
             self.reply("503 5.5.1 nested MAIL command")
             return
-        if not arg.upper().startswith("FROM:"):
+        sender = _path(arg, "FROM:")
+        if sender is None:
             self.reply("501 5.5.4 syntax: MAIL FROM:<address>")
             return
-        path = arg[5:].strip()
-        address = path.split(">", 1)[0] + ">" if path.startswith("<") else path.split(" ", 1)[0]
-        self.sender = strip_angles(address)
+        self.sender = sender
         self.recipients = []
         self.reply("250 2.1.0 Ok")
 
@@ -87,14 +103,9 @@ class Session:
         if self.sender is None:
             self.reply("503 5.5.1 need MAIL before RCPT")
             return
-        if not arg.upper().startswith("TO:"):
-            self.reply("501 5.5.4 syntax: RCPT TO:<address>")
-            return
-        path = arg[3:].strip()
-        address = path.split(">", 1)[0] + ">" if path.startswith("<") else path.split(" ", 1)[0]
-        rcpt = strip_angles(address)
+        rcpt = _path(arg, "TO:")
         if not rcpt:
-            self.reply("501 5.1.3 empty recipient")
+            self.reply("501 5.5.4 syntax: RCPT TO:<address>")
             return
         self.recipients.append(rcpt)
         self.reply("250 2.1.5 Ok")

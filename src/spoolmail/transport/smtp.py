@@ -94,8 +94,10 @@ class SmtpTransport:
             await client.connect(timeout=cfg.connect_timeout)
         except aiosmtplib.SMTPConnectResponseError as exc:
             raise Deferred(_as_defer(from_reply(exc.code, exc.message, relay))) from None
-        except CONNECTION_ERRORS as exc:
-            raise _defer(f"connect to {relay} failed: {exc}", relay) from None
+        except Exception as exc:  # refused, unreachable, timed out, or not speaking SMTP
+            client.close()
+            raise _defer(f"connect to {relay} failed: {type(exc).__name__}: {exc}",
+                         relay) from None
         peer = client.transport.get_extra_info("peername") if client.transport else None
         if peer:
             relay = f"{cfg.host}[{peer[0]}]:{cfg.port}"
@@ -111,10 +113,10 @@ class SmtpTransport:
         except aiosmtplib.SMTPResponseException as exc:
             await self._quit(client)
             raise Deferred(_as_defer(from_reply(exc.code, exc.message, relay))) from None
-        except CONNECTION_ERRORS as exc:
+        except Exception as exc:  # lost connection, or a greeting/EHLO that is not SMTP
             client.close()
-            raise _defer(f"lost connection to {relay} while opening the session: {exc}",
-                         relay) from None
+            raise _defer(f"cannot open an SMTP session with {relay}: "
+                         f"{type(exc).__name__}: {exc}", relay) from None
         return client, relay
 
     async def _starttls(self, client: aiosmtplib.SMTP, relay: str) -> None:
@@ -197,6 +199,12 @@ class SmtpTransport:
             reusable = False
             outcome = Outcome(DEFER, f"connection to {relay} lost: {exc or type(exc).__name__}",
                               "4.4.2", relay)
+            for rcpt in attempt.recipients:
+                results.setdefault(rcpt, outcome)
+        except Exception as exc:  # e.g. a reply that is not SMTP: outcome unknown, retry later
+            reusable = False
+            outcome = Outcome(DEFER, f"unexpected answer from {relay} (outcome unknown, will "
+                              f"retry): {type(exc).__name__}: {exc}", "4.5.0", relay)
             for rcpt in attempt.recipients:
                 results.setdefault(rcpt, outcome)
         if reusable and client.is_connected:
