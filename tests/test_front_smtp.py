@@ -134,3 +134,13 @@ def test_overlong_command_line_gets_one_reply(tmp_path: Path) -> None:
                      b"NOOP", b"QUIT")
     assert reply_codes(result.stdout) == [220, 250, 500, 250, 221]
     result.assert_nothing_left()
+
+
+def test_malformed_paths_are_refused_with_501(tmp_path: Path) -> None:
+    result = session(
+        tmp_path, b"HELO c", b"MAIL FROM:<app@example.com", b"MAIL FROM:<a\x01b@example.com>",
+        b"MAIL FROM:<app@example.com>", b"RCPT TO:<user@example.org", b"RCPT TO:<a<b>",
+        b"RCPT TO:<user@example.org>", b"QUIT",
+    )
+    assert reply_codes(result.stdout) == [220, 250, 501, 501, 250, 501, 501, 250, 221]
+    result.assert_nothing_left()
