@@ -251,8 +251,11 @@ def load(explicit: str | None = None) -> Config:
 def from_table(table: dict[str, Any], path: str | None) -> Config:
     top = _Reader(table, "", path or "(defaults)")
     spool = top.string("spool", DEFAULT_SPOOL) or DEFAULT_SPOOL
-    spool = os.environ.get("SPOOLMAIL_SPOOL") or spool
     state_dir = top.string("state_dir", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR
+    for key, value in (("spool", spool), ("state_dir", state_dir)):
+        if not value.startswith("/"):
+            raise top.fail(key, "must be an absolute path")
+    spool = os.path.abspath(os.environ.get("SPOOLMAIL_SPOOL") or spool)
     hostname = top.string("hostname", None) or machine_fqdn()
     domain = top.string("domain", None) or hostname
     admin = top.string("admin", None)
