@@ -188,6 +188,14 @@ def test_spoolmail_mta_package_is_the_system_sendmail(built: debpkg.Built) -> No
     assert debpkg.control_field(deb, "Depends").startswith(f"spoolmail (= {version})")
 
 
+def test_package_version_is_the_project_version() -> None:
+    first = (REPO / "debian" / "changelog").read_text().splitlines()[0]
+    version = re.fullmatch(r"spoolmail \((\S+)\) \S+; urgency=\w+", first)
+    assert version, first
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert version[1] == project  # a native package: no Debian revision
+
+
 # -- the shipped configuration file ---------------------------------------------
 
 
