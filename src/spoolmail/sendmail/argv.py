@@ -81,8 +81,14 @@ def _apply_valued(inv: Invocation, opt: str, value: str) -> None:
 
 def _apply_mode(inv: Invocation, mode: str) -> None:
     if mode not in MODES:
-        raise UsageError(f"unsupported mode -b{mode} (supported: -bm, -bp, -bs, -bi)")
+        raise UsageError(f"unsupported mode {_shown('-b' + mode)} (supported: -bm, -bp, -bs, -bi)")
     inv.mode = MODES[mode]
+
+
+def _shown(option: str) -> str:
+    """The option as it can be shown on one short line."""
+    option = option if len(option) <= 40 else option[:40] + "..."
+    return option if option.isprintable() else repr(option)
 
 
 def parse(args: list[str]) -> Invocation:
@@ -105,6 +111,8 @@ def parse(args: list[str]) -> Invocation:
         if len(arg) < 2 or not arg.startswith("-"):
             inv.recipients.append(arg)
             continue
+        if arg.startswith("--"):
+            raise UsageError(f"unknown option {_shown(arg)}")
         k = 1
         while k < len(arg):
             opt = arg[k]
@@ -137,6 +145,5 @@ def parse(args: list[str]) -> Invocation:
                 _apply_valued(inv, opt, value)
                 break
             else:
-                shown = opt if opt.isprintable() else repr(opt)
-                raise UsageError(f"unknown option -{shown}")
+                raise UsageError(f"unknown option {_shown('-' + opt)}")
     return inv

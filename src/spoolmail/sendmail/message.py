@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs the front milliseconds at start-up
+    from typing import BinaryIO
 
 
 class TooBig(Exception):

@@ -43,6 +43,11 @@ class Session:
             line = self.rfile.readline(MAX_LINE)
             if not line:
                 return 0
+            if not line.endswith(b"\n") and len(line) == MAX_LINE:
+                while line and not line.endswith(b"\n"):  # one reply for the whole line
+                    line = self.rfile.readline(MAX_LINE)
+                self.reply("500 5.5.2 line too long")
+                continue
             text = line.rstrip(b"\r\n").decode("utf-8", "replace")
             verb, _, arg = text.partition(" ")
             verb = verb.upper()
@@ -102,14 +107,17 @@ class Session:
         chunks: list[bytes] = []
         size = 0
         too_big = False
+        line_start = True  # a long line arrives in several chunks; only its first is a start
         while True:
             line = self.rfile.readline(1 << 16)
             if not line:
                 return False  # EOF inside DATA: the transaction is abandoned
-            if line in (b".\r\n", b".\n"):
-                break
-            if line.startswith(b"."):
-                line = line[1:]
+            if line_start:
+                if line in (b".\r\n", b".\n"):
+                    break
+                if line.startswith(b"."):
+                    line = line[1:]
+            line_start = line.endswith(b"\n")
             size += len(line)
             if size > self.size_limit:
                 too_big = True

@@ -26,7 +26,7 @@ class SpoolError(Exception):
 
 def new_queue_id() -> str:
     """Time-ordered and unique without coordination: seconds, then 40 random bits."""
-    return "%09X%s" % (int(time.time()), os.urandom(5).hex().upper())
+    return f"{int(time.time()):09X}{os.urandom(5).hex().upper()}"
 
 
 def _describe_dir(path: str) -> str:
@@ -34,7 +34,7 @@ def _describe_dir(path: str) -> str:
         st = os.stat(path)
     except OSError:
         return ""
-    return " (mode %04o, owner uid %d gid %d)" % (st.st_mode & 0o7777, st.st_uid, st.st_gid)
+    return f" (mode {st.st_mode & 0o7777:04o}, owner uid {st.st_uid} gid {st.st_gid})"
 
 
 def explain(exc: OSError, incoming: str) -> SpoolError:
@@ -109,7 +109,7 @@ def write(incoming: str, queue_id: str, parts: list[bytes]) -> str:
             os.close(fd)
     except OSError as exc:
         for leftover in (temp, final):
-            try:
+            try:  # noqa: SIM105 (contextlib would cost the front an import)
                 os.unlink(leftover)
             except OSError:
                 pass

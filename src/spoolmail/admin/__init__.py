@@ -1,0 +1,1 @@
+"""Operator commands behind `spoolmail …`: read views and queue actions."""

@@ -1,0 +1,1 @@
+"""The relay daemon: pickup, cleanup, queue, delivery, bounces."""

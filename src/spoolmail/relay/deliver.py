@@ -1,0 +1,129 @@
+"""One delivery attempt for one queued message, and what follows from it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from spoolmail.config import Config
+from spoolmail.relay import bounce
+from spoolmail.relay.identity import login_for_uid
+from spoolmail.relay.queue import (
+    BOUNCED,
+    FAILED,
+    PENDING,
+    SENT,
+    Entry,
+    QueueStore,
+    Recipient,
+)
+from spoolmail.relay.wiresafe import has_8bit
+from spoolmail.sendmail.spoolwrite import new_queue_id
+from spoolmail.transport import base
+from spoolmail.transport.base import Attempt, Outcome, Transport
+
+log = logging.getLogger("spoolmail")
+
+
+def retry_delay(cfg: Config, attempts: int) -> float:
+    schedule = cfg.retry_schedule
+    return schedule[min(max(attempts, 1), len(schedule)) - 1]
+
+
+class Deliverer:
+    def __init__(self, cfg: Config, store: QueueStore, transport: Transport) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.transport = transport
+        self.last_error: str | None = None
+
+    async def attempt(self, queue_id: str) -> list[str]:
+        """Try the message's pending recipients once; return ids of bounces it queued."""
+        with self.store.locked(queue_id):
+            entry = self.store.load(queue_id)
+            if entry.held:
+                return []
+            message = self.store.read_message(queue_id)
+            pending = entry.pending()
+            if pending:
+                await self._try(entry, pending, message)
+            now = time.time()
+            if now - entry.arrival > self.cfg.max_queue_age:
+                self._expire(entry, now)
+            created = self._bounce_failures(entry, message, now)
+            if entry.unfinished() and not entry.held:
+                entry.next_attempt = now + retry_delay(self.cfg, entry.attempts)
+                self.store.save(entry)
+                log.info("%s: deferred, next attempt in %ds", queue_id,
+                         entry.next_attempt - now)
+            elif entry.unfinished():
+                self.store.save(entry)
+            else:
+                self.store.remove(queue_id)
+                log.info("%s: removed", queue_id)
+            return created
+
+    async def _try(self, entry: Entry, pending: list[Recipient], message: bytes) -> None:
+        attempt = Attempt(entry.id, entry.sender, [r.address for r in pending], message,
+                          entry.eight_bit)
+        results = await self.transport.deliver(attempt)
+        entry.attempts += 1
+        now = time.time()
+        for rcpt in pending:
+            outcome = results.get(rcpt.address) or Outcome(
+                base.DEFER, "no result from the transport", "4.0.0")
+            rcpt.attempts += 1
+            rcpt.last_reply = outcome.reply
+            rcpt.dsn_status = outcome.dsn_status
+            rcpt.remote = outcome.relay
+            rcpt.status = {base.SENT: SENT, base.FAIL: FAILED}.get(outcome.status, PENDING)
+            if outcome.status != base.SENT:
+                entry.last_error = f"<{rcpt.address}>: {outcome.reply}"
+                self.last_error = f"{entry.id}: {entry.last_error}"
+            status = {base.SENT: "sent", base.FAIL: "bounced"}.get(outcome.status, "deferred")
+            log.info("%s: to=<%s>, relay=%s, delay=%.2f, attempts=%d, status=%s (%s)",
+                     entry.id, rcpt.address, outcome.relay, now - entry.arrival,
+                     rcpt.attempts, status, outcome.reply)
+        # Accepted recipients must never be sent again: record them before anything else.
+        self.store.save(entry)
+
+    def _expire(self, entry: Entry, now: float) -> None:
+        days = self.cfg.max_queue_age / 86400
+        for rcpt in entry.pending():
+            rcpt.status = FAILED
+            rcpt.last_reply = (f"gave up after {days:g} days in the queue; "
+                               f"last error: {rcpt.last_reply or 'none'}")
+            rcpt.dsn_status = "4.4.7"
+            log.info("%s: to=<%s>, status=expired (%s)", entry.id, rcpt.address,
+                     rcpt.last_reply)
+
+    def _bounce_failures(self, entry: Entry, message: bytes, now: float) -> list[str]:
+        failed = [r for r in entry.recipients if r.status == FAILED]
+        if not failed:
+            return []
+        expired = all(r.dsn_status == "4.4.7" for r in failed)
+        target = entry.sender
+        if not target or entry.is_bounce:
+            # Never bounce to <>; a failed bounce goes to the admin once, else stays held.
+            if self.cfg.admin and not entry.extra.get("admin_notice"):
+                target = self.cfg.admin
+            else:
+                entry.held = True
+                log.warning("%s: undeliverable and its sender is null; held for the "
+                            "operator (set admin to receive these)", entry.id)
+                return []
+        bounce_id = new_queue_id()
+        data = bounce.build(self.cfg, entry, failed, message, target, bounce_id, now, expired)
+        login = login_for_uid(os.geteuid())
+        dsn = Entry(
+            id=bounce_id, arrival=now, uid=os.geteuid(), login=login, sender="",
+            recipients=[Recipient(target)], size=len(data), eight_bit=has_8bit([data]),
+            next_attempt=now, is_bounce=True,
+            extra={"bounce_of": entry.id, "admin_notice": target == self.cfg.admin},
+        )
+        self.store.create(dsn, data)
+        for rcpt in failed:
+            rcpt.status = BOUNCED
+        log.info("%s: sender non-delivery notification: %s", entry.id, bounce_id)
+        return [bounce_id]

@@ -1,0 +1,1 @@
+"""Delivery transports: SMTP (aiosmtplib), a command, or a Maildir."""
