@@ -169,6 +169,15 @@ def test_spoolmail_package_ships_front_relay_units_and_docs(built: debpkg.Built)
     ):
         assert title in gzip.decompress(files[page].data), page
 
+    # What `systemctl help spoolmail-relay` opens is in the package.
+    unit = (REPO / "systemd" / "spoolmail-relay.service").read_text()
+    documentation = re.findall(r"^Documentation=(\S+)$", unit, re.MULTILINE)
+    assert documentation
+    for uri in documentation:
+        man = re.fullmatch(r"man:([\w.-]+)\((\d)\)", uri)
+        path = f"/usr/share/man/man{man[2]}/{man[1]}.{man[2]}.gz" if man else uri[len("file:"):]
+        assert uri.startswith(("man:", "file:")) and path in set(files), f"{uri} is not shipped"
+
     depends = debpkg.control_field(deb, "Depends")
     for dependency in ("adduser", "python3-aiosmtplib", "python3-watchdog", "python3-click"):
         assert re.search(rf"(^|, ){re.escape(dependency)}\b", depends), depends
