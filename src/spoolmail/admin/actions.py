@@ -71,7 +71,7 @@ def bounce(cfg: Config, queue_id: str) -> None:
 
 
 def flush_all(cfg: Config) -> None:
-    oplog.wake(cfg.incoming)
+    oplog.wake(cfg.incoming, flush=True)
 
 
 # -- quarantine ---------------------------------------------------------------

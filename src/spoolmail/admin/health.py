@@ -46,7 +46,7 @@ def check(cfg: Config, warn_age: float, crit_age: float) -> Report:
     if state is not None:
         beat = now - float(state.get("heartbeat", 0))
         interval = float(state.get("heartbeat_interval", 15))
-        running = beat <= 3 * interval + 5
+        running = beat <= 3 * interval + 5 and not state.get("stopped")
         report.lines.append(f"relay: {'running' if running else 'NOT running'} "
                             f"(pid {state.get('pid')}, last heartbeat {_age(beat)} ago, "
                             f"delivery by {state.get('transport')})")

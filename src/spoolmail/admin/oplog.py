@@ -14,7 +14,7 @@ import pwd
 import time
 
 from spoolmail.relay.queue import write_atomic
-from spoolmail.sendmail.spoolwrite import FLUSH_PREFIX, new_queue_id
+from spoolmail.sendmail.spoolwrite import FLUSH_PREFIX, WAKE_PREFIX, new_queue_id
 
 log = logging.getLogger("spoolmail")
 
@@ -38,9 +38,9 @@ def record(control_dir: str, incoming: str, action: str, queue_id: str, detail: 
     wake(incoming)
 
 
-def wake(incoming: str) -> None:
-    """Drop a flush request so the relay looks at the queue and control/ now."""
-    path = os.path.join(incoming, FLUSH_PREFIX + new_queue_id())
+def wake(incoming: str, flush: bool = False) -> None:
+    """Make the relay look at the queue and control/ now (flush: and retry everything)."""
+    path = os.path.join(incoming, (FLUSH_PREFIX if flush else WAKE_PREFIX) + new_queue_id())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     os.close(fd)
 

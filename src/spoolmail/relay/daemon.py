@@ -77,7 +77,7 @@ class Relay:
             watcher.stop()
             await self._drain()
             await self.transport.close()
-            self._write_status(force=True)
+            self._write_status(force=True, stopped=True)
             log.info("relay stopped")
         return 0
 
@@ -189,7 +189,7 @@ class Relay:
             self._start(bounce_id)
         self.wake.set()
 
-    def _write_status(self, force: bool = False) -> None:
+    def _write_status(self, force: bool = False, stopped: bool = False) -> None:
         now = time.time()
         if not force and now - self.last_status < 1.0:
             return
@@ -199,7 +199,7 @@ class Relay:
         try:
             status.write(self.cfg.status_file, started=self.started, counts=counts,
                          quarantined=quarantined, last_error=self.deliverer.last_error,
-                         transport=describe(self.cfg))
+                         transport=describe(self.cfg), stopped=stopped)
         except OSError as exc:
             log.warning("cannot write %s: %s", self.cfg.status_file, exc.strerror)
         sdnotify.notify("STATUS=" + status.summary(counts, quarantined))

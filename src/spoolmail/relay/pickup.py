@@ -24,7 +24,7 @@ from spoolmail.config import Config
 from spoolmail.relay.cleanup import cleanup
 from spoolmail.relay.identity import login_for_uid
 from spoolmail.relay.queue import Entry, QueueStore, Recipient, write_atomic
-from spoolmail.sendmail.spoolwrite import FLUSH_PREFIX, TEMP_PREFIX, new_queue_id
+from spoolmail.sendmail.spoolwrite import FLUSH_PREFIX, TEMP_PREFIX, WAKE_PREFIX, new_queue_id
 
 log = logging.getLogger("spoolmail")
 SAFE_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,63}$")
@@ -98,10 +98,10 @@ def pickup_file(cfg: Config, store: QueueStore, name: str) -> Picked:
     if name.startswith(TEMP_PREFIX) or name.startswith("."):
         _clean_stale(cfg, name)
         return Picked("skipped")
-    if name.startswith(FLUSH_PREFIX):
+    if name.startswith((FLUSH_PREFIX, WAKE_PREFIX)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        return Picked("flush")
+        return Picked("flush" if name.startswith(FLUSH_PREFIX) else "skipped")
     try:
         fd, st = _open_checked(cfg, path)
         try:

@@ -52,9 +52,10 @@ def count_quarantined(directory: str) -> int:
 
 
 def write(path: str, *, started: float, counts: QueueCounts, quarantined: int,
-          last_error: str | None, transport: str) -> None:
+          last_error: str | None, transport: str, stopped: bool = False) -> None:
     record = {
         "pid": os.getpid(),
+        "stopped": stopped,
         "started": started,
         "heartbeat": time.time(),
         "heartbeat_interval": HEARTBEAT_INTERVAL,

@@ -12,7 +12,8 @@ from spoolmail import sysexits
 # relay's group); set with fchmod because the caller's umask may be 0077.
 SPOOL_FILE_MODE = 0o640
 TEMP_PREFIX = ".tmp."
-FLUSH_PREFIX = "flush-"
+FLUSH_PREFIX = "flush-"  # zero-length: retry every deferred message now (sendmail -q)
+WAKE_PREFIX = "wake-"  # zero-length: look at the queue and control/ now
 DROP_IN = "/usr/share/spoolmail/spoolmail-client.conf"
 
 
@@ -109,7 +110,7 @@ def write(incoming: str, queue_id: str, parts: list[bytes]) -> str:
             os.close(fd)
     except OSError as exc:
         for leftover in (temp, final):
-            try:  # noqa: SIM105 (contextlib would cost the front an import)
+            try:
                 os.unlink(leftover)
             except OSError:
                 pass

@@ -1,0 +1,27 @@
+"""A command for the command transport that records each call and exits as told.
+
+Calls are numbered from 1; call N writes DIR/N.argv (one argument per line) and
+DIR/N.msg (stdin), then exits with the Nth code of DIR/codes (the last code for
+every later call; 0 when the file is missing). Used as:
+    argv = [sys.executable, fakemta.__file__, DIR, "-f", "{sender}", "--", "{recipients}"]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    directory = Path(sys.argv[1])
+    calls = sorted(directory.glob("*.argv"))
+    number = len(calls) + 1
+    (directory / f"{number}.msg").write_bytes(sys.stdin.buffer.read())
+    (directory / f"{number}.argv").write_text("\n".join(sys.argv[2:]) + "\n")
+    codes_file = directory / "codes"
+    codes = codes_file.read_text().split() if codes_file.exists() else ["0"]
+    return int(codes[min(number, len(codes)) - 1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
