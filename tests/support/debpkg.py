@@ -68,7 +68,7 @@ class Entry:
 
 
 def clean_env(home: Path) -> dict[str, str]:
-    """The environment a package build gets: no venv, no CI, the system's PATH."""
+    """The environment for the Debian tools: no venv, no CI, the system's PATH."""
     return {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "HOME": str(home), "TERM": "dumb"}
 
 
