@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
+from spoolmail import cli
 from spoolmail.sendmail import spoolwrite
 from tests.support import container, debpkg
 from tests.support.container import Container
@@ -203,6 +205,27 @@ def test_package_version_is_the_project_version() -> None:
     assert version, first
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert version[1] == project  # a native package: no Debian revision
+
+
+def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        yield prefix + name, command
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+
+
+def test_man_page_describes_every_command_and_option() -> None:
+    page = (REPO / "docs" / "man" / "spoolmail.8.scd").read_text()
+    undocumented: list[str] = []
+    for path, command in [("", cli.cli), *_commands(cli.cli)]:
+        words = path.split()
+        if words and f"*{words[-1]}*" not in page:
+            undocumented.append(path)
+        for param in command.params:
+            for flag in (*param.opts, *param.secondary_opts):
+                if flag.startswith("-") and f"*{flag}*" not in page:
+                    undocumented.append(f"{path} {flag}".strip())
+    assert undocumented == []
 
 
 # -- the shipped configuration file ---------------------------------------------
