@@ -23,7 +23,7 @@ from typing import Any
 import click
 import pytest
 
-from spoolmail import cli
+from spoolmail import cli, config
 from spoolmail.sendmail import spoolwrite
 from tests.support import container, debpkg
 from tests.support.container import Container
@@ -240,6 +240,32 @@ def _uncommented_settings(text: str) -> str:
 def test_shipped_config_changes_nothing_as_installed() -> None:
     table = tomllib.loads((REPO / "etc" / "spoolmail.toml").read_text())
     assert table == {"delivery": {}, "smtp": {}, "maildir": {}, "command": {}}
+
+
+# Commented-out settings that show an example rather than the default.
+EXAMPLES = {"hostname", "domain", "admin", "smtp.tls", "smtp.username", "smtp.password_file",
+            "smtp.ca_file", "command.argv"}
+
+
+def test_shipped_config_settings_are_valid_and_show_the_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SPOOLMAIL_SPOOL", raising=False)
+    text = (REPO / "etc" / "spoolmail.toml").read_text()
+    every = tomllib.loads(_uncommented_settings(text))
+    config.from_table(every, "spoolmail.toml")  # unknown keys and wrong types raise
+    defaults = config.from_table({}, "spoolmail.toml")
+    differ: list[str] = []
+    for name, value in every.items():
+        settings = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, setting in settings:
+            dotted = f"{name}.{key}" if key else name
+            if dotted in EXAMPLES:
+                continue
+            one = {name: {key: setting}} if key else {name: setting}
+            if config.from_table(one, "spoolmail.toml") != defaults:
+                differ.append(dotted)
+    assert differ == []
 
 
 def test_shipped_config_and_man_page_document_the_same_keys() -> None:
