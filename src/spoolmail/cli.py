@@ -323,6 +323,40 @@ def _wait_for(cfg: Config, queue_id: str, seconds: float) -> int:
     return sysexits.EX_TEMPFAIL
 
 
+@cli.command("enable-for")
+@click.argument("unit")
+@click.option("--root", default="/", show_default=True, metavar="DIR",
+              help="act on the system installed under DIR")
+def enable_for(unit: str, root: str) -> None:
+    """Let UNIT send mail through spoolmail: write its client drop-in."""
+    from spoolmail import dropin
+
+    try:
+        lines = dropin.enable_for(unit, root=root)
+    except dropin.DropinError as exc:
+        raise _fail(str(exc), sysexits.EX_CONFIG) from None
+    except OSError as exc:
+        raise _fail(f"cannot write the drop-in: {exc.strerror}", sysexits.EX_CANTCREAT) from None
+    for line in lines:
+        click.echo(line)
+
+
+@cli.command("disable-for")
+@click.argument("unit")
+@click.option("--root", default="/", show_default=True, metavar="DIR",
+              help="act on the system installed under DIR")
+def disable_for(unit: str, root: str) -> None:
+    """Remove UNIT's spoolmail client drop-in."""
+    from spoolmail import dropin
+
+    try:
+        lines = dropin.disable_for(unit, root=root)
+    except dropin.DropinError as exc:
+        raise _fail(str(exc), sysexits.EX_USAGE) from None
+    for line in lines:
+        click.echo(line)
+
+
 def main(args: list[str] | None = None) -> int:
     try:
         result = cli.main(args=args, prog_name="spoolmail", standalone_mode=False)

@@ -25,7 +25,10 @@ API (kept stable: the Debian packaging tests use it too)
     "degraded"); ``stop()`` halts it and kills whatever is left, by recorded PID
     only; the object is also a context manager. Every boot starts from the
     pristine rootfs: nothing written in a container survives it. The container
-    has its own network namespace holding only a loopback interface.
+    has its own network namespace holding only a loopback interface, so it
+    cannot download anything: put every package a test needs (including the
+    dependencies of a .deb under test) in ``rootfs(packages)``, and install a
+    local .deb with ``dpkg -i`` or ``apt-get install /path/x.deb``.
 
     ``run(argv, *, input=None, check=True, timeout=120.0) -> Result``
         Run a command inside (all namespaces of the container's PID 1, a clean
@@ -252,6 +255,8 @@ def rootfs(packages: Sequence[str] = DEFAULT_PACKAGES) -> Path:
                     f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
                 )
             (tree / ".spoolmail-rootfs").write_text("\n".join(wanted) + "\n")
+            if target.exists():  # left by a build interrupted before this point
+                shutil.rmtree(target)
             os.rename(tree, target)
         finally:
             shutil.rmtree(building, ignore_errors=True)
@@ -346,6 +351,7 @@ class Container:
             group = hierarchy / self.name
             group.mkdir()
             self._cgroups.append(group)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         nspawn = self._nspawn_argv()
         script = (
             "set -e\n"
@@ -419,6 +425,7 @@ class Container:
         for group in self._cgroups:
             self._remove_cgroup(group)
         self._cgroups = []
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     @staticmethod
     def _remove_cgroup(group: Path) -> None:

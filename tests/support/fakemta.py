@@ -8,16 +8,23 @@ every later call; 0 when the file is missing). Used as:
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 
 def main() -> int:
     directory = Path(sys.argv[1])
-    calls = sorted(directory.glob("*.argv"))
-    number = len(calls) + 1
+    number = len(list(directory.glob("*.argv"))) + 1
+    while True:  # the relay runs several deliveries at once: claim a number atomically
+        try:
+            fd = os.open(directory / f"{number}.argv", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            break
+        except FileExistsError:
+            number += 1
     (directory / f"{number}.msg").write_bytes(sys.stdin.buffer.read())
-    (directory / f"{number}.argv").write_text("\n".join(sys.argv[2:]) + "\n")
+    os.write(fd, ("\n".join(sys.argv[2:]) + "\n").encode())
+    os.close(fd)
     codes_file = directory / "codes"
     codes = codes_file.read_text().split() if codes_file.exists() else ["0"]
     return int(codes[min(number, len(codes)) - 1])

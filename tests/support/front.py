@@ -9,6 +9,7 @@ package installs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -96,11 +97,19 @@ def read_spool_file(path: Path) -> SpoolFile:
 
 
 def read_incoming(incoming: Path) -> tuple[list[str], list[SpoolFile]]:
-    """Every entry of incoming/ (sorted) and the decoded message files among them."""
+    """Every entry of incoming/ (sorted) and the decoded message files among them.
+
+    With a relay running, a file may be picked up between the listing and the
+    read; it is then left out of the files (its name stays in the entries).
+    """
     if not incoming.is_dir():
         return [], []
     entries = sorted(os.listdir(incoming))
-    files = [read_spool_file(incoming / n) for n in entries if is_queue_id(n)]
+    files = []
+    for name in entries:
+        if is_queue_id(name):
+            with contextlib.suppress(FileNotFoundError):
+                files.append(read_spool_file(incoming / name))
     return entries, files
 
 
@@ -209,16 +218,19 @@ def run_front_as(
     spool: Path,
     argv0: str = "sendmail",
 ) -> Result:
-    """Run the front's main() as uid:gid with no supplementary groups (needs root)."""
-    with tempfile.TemporaryDirectory(prefix="front-") as tmp:
-        proc = subprocess.run(
-            [PYTHON, "-c", _AS_USER, str(uid), str(gid), argv0, *args],
-            input=stdin,
-            capture_output=True,
-            env=front_env(spool, None, None, Path(tmp)),
-            cwd="/",
-            timeout=60,
-        )
+    """Run the front's main() as uid:gid with no supplementary groups (needs root).
+
+    The spool's parent directory must be searchable by uid; the (absent)
+    config file is looked for there, so that the user sees ENOENT, not EACCES.
+    """
+    proc = subprocess.run(
+        [PYTHON, "-c", _AS_USER, str(uid), str(gid), argv0, *args],
+        input=stdin,
+        capture_output=True,
+        env=front_env(spool, spool.parent / "no-config.toml", None, spool.parent),
+        cwd="/",
+        timeout=60,
+    )
     entries, files = read_incoming(spool / "incoming")
     return Result(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"),
                   entries, files)

@@ -155,7 +155,8 @@ class RelayEnv:
     def queue(self) -> list[Entry]:
         entries = []
         for path in sorted((self.spool / "queue").glob("*.json")):
-            entries.append(Entry.from_json(path.read_bytes()))
+            with contextlib.suppress(FileNotFoundError):  # a running relay removed it
+                entries.append(Entry.from_json(path.read_bytes()))
         return entries
 
     def maildir_files(self) -> list[Path]:

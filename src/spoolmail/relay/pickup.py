@@ -23,7 +23,7 @@ from spoolmail import envelope
 from spoolmail.config import Config
 from spoolmail.relay.cleanup import cleanup
 from spoolmail.relay.identity import login_for_uid
-from spoolmail.relay.queue import Entry, QueueStore, Recipient, write_atomic
+from spoolmail.relay.queue import Entry, QueueStore, Recipient, fsync_dir, write_atomic
 from spoolmail.sendmail.spoolwrite import FLUSH_PREFIX, TEMP_PREFIX, WAKE_PREFIX, new_queue_id
 
 log = logging.getLogger("spoolmail")
@@ -169,13 +169,5 @@ def scan(cfg: Config, store: QueueStore) -> list[Picked]:
             log.error("%s: pickup failed, left in incoming/ for the next pass: %s: %s",
                       name, type(exc).__name__, exc)
     if any(p.kind == "queued" for p in results):
-        _fsync(cfg.incoming)
+        fsync_dir(cfg.incoming)
     return results
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -70,7 +70,8 @@ class Busy(Exception):
     """Another process (the relay or an operator command) holds the message."""
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make renames and unlinks in the directory durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -111,13 +112,13 @@ class QueueStore:
         """Store a new message durably: bytes first, then its state."""
         write_atomic(self.msg_path(entry.id), message)
         self.save(entry, sync_dir=False)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def save(self, entry: Entry, sync_dir: bool = True) -> None:
         due = HELD_MTIME if entry.held else entry.next_attempt
         write_atomic(self.state_path(entry.id), entry.to_json(), mtime=due)
         if sync_dir:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
 
     def load(self, queue_id: str) -> Entry:
         with open(self.state_path(queue_id), "rb") as f:
@@ -131,7 +132,7 @@ class QueueStore:
         for path in (self.state_path(queue_id), self.msg_path(queue_id)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def scan(self) -> Iterator[tuple[str, float]]:
         """(id, next attempt time) for every message, from the state files' mtimes."""

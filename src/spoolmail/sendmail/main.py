@@ -21,6 +21,11 @@ USAGE = (
 )
 
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs the front milliseconds at start-up
+    from typing import BinaryIO
+
+
 class Fail(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
@@ -33,6 +38,13 @@ def _split_recipients(args: list[str]) -> list[str]:
     for arg in args:
         found.extend(addresses(arg) if ("," in arg or "<" in arg or "(" in arg) else [arg])
     return [a for a in found if a]
+
+
+def _stdin() -> BinaryIO:
+    if sys.stdin is None:  # the caller closed file descriptor 0
+        raise Fail("standard input is closed: pipe the message into sendmail",
+                   sysexits.EX_NOINPUT)
+    return sys.stdin.buffer
 
 
 def _check_text(inv: argv.Invocation) -> None:
@@ -67,7 +79,7 @@ def _deliver(inv: argv.Invocation, cfg: frontconfig.FrontConfig) -> int:
             sysexits.EX_USAGE,
         )
     try:
-        message = read_message(sys.stdin.buffer, inv.ignore_dots, cfg.message_size_limit)
+        message = read_message(_stdin(), inv.ignore_dots, cfg.message_size_limit)
     except TooBig:
         raise Fail(
             f"message is larger than the limit of {cfg.message_size_limit} bytes "
@@ -105,7 +117,7 @@ def _smtp(inv: argv.Invocation, cfg: frontconfig.FrontConfig) -> int:
         )
         return _submit(cfg, env, message, inv.verbose)
 
-    return Session(sys.stdin.buffer, sys.stdout.buffer, submit, cfg.message_size_limit).run()
+    return Session(_stdin(), sys.stdout.buffer, submit, cfg.message_size_limit).run()
 
 
 def _flush(cfg: frontconfig.FrontConfig) -> int:

@@ -8,6 +8,7 @@ import os
 import socket
 import time
 
+from spoolmail.relay.queue import fsync_dir
 from spoolmail.transport.base import DEFER, SENT, Attempt, Outcome
 
 _counter = itertools.count()
@@ -40,11 +41,7 @@ def deliver_one(maildir: str, data: bytes) -> str:
         os.close(fd)
     os.link(tmp, new)
     os.unlink(tmp)
-    dfd = os.open(os.path.join(maildir, "new"), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(os.path.join(maildir, "new"))
     return new
 
 
