@@ -173,9 +173,12 @@ def test_spoolmail_package_ships_front_relay_units_and_docs(built: debpkg.Built)
 
     shipped = {
         "/lib/systemd/system/spoolmail-relay.service": "systemd/spoolmail-relay.service",
+        "/lib/systemd/system/spoolmail-smtp-proxy.service": "systemd/spoolmail-smtp-proxy.service",
+        "/lib/systemd/system/spoolmail-smtp-proxy.socket": "systemd/spoolmail-smtp-proxy.socket",
         "/usr/lib/tmpfiles.d/spoolmail.conf": "systemd/spoolmail.tmpfiles",
         "/usr/lib/sysusers.d/spoolmail.conf": "systemd/spoolmail.sysusers",
         spoolwrite.DROP_IN: "systemd/spoolmail-client.conf",
+        "/usr/share/spoolmail/relay-local-mta.conf": "systemd/relay-local-mta.conf",
         "/usr/share/spoolmail/relay-loopback-only.conf": "systemd/relay-loopback-only.conf",
         "/usr/share/spoolmail/relay-smarthost-password.conf":
             "systemd/relay-smarthost-password.conf",
