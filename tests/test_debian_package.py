@@ -37,44 +37,37 @@ SPOOL = "/var/spool/spoolmail"
 
 # The packages' dependencies must be in the root file system: the container
 # has no network. Exim is there to show that spoolmail coexists with an MTA
-# and that spoolmail-mta replaces it.
-ROOTFS_PACKAGES = (
-    *container.DEFAULT_PACKAGES,
-    "adduser",
-    "python3-aiosmtpd",
-    "exim4-daemon-light",
-)
+# and that spoolmail-mta replaces it. The same set as the system tests'
+# scenario (tests/system/conftest.py), so that both use one cached rootfs.
+ROOTFS_PACKAGES = (*container.DEFAULT_PACKAGES, "exim4-daemon-light", "mon")
 
 SINK_PORT = 2525
 CLOSED_PORT = 2599  # nothing listens there: deliveries are deferred
 
 # An SMTP server on the container's loopback that stores each message as
-# <n>.json (envelope and data) in the directory given.
+# <n>.json (envelope and data) in the directory given. Python 3.11's smtpd
+# (deprecated, but in bookworm's python3) needs nothing beyond the rootfs.
 SMTP_SINK = """\
-import json, os, signal, sys
-from aiosmtpd.controller import Controller
+import asyncore, json, os, sys, warnings
+warnings.simplefilter("ignore", DeprecationWarning)
+import smtpd
 
 host, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 os.makedirs(out, exist_ok=True)
 
-class Sink:
-    async def handle_DATA(self, server, session, envelope):
+class Sink(smtpd.SMTPServer):
+    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
         n = len([f for f in os.listdir(out) if f.endswith(".json")])
-        record = {
-            "mail_from": envelope.mail_from,
-            "rcpt_tos": envelope.rcpt_tos,
-            "data": envelope.content.decode("utf-8", "replace"),
-        }
+        record = {"mail_from": mailfrom, "rcpt_tos": rcpttos,
+                  "data": data.decode("utf-8", "replace")}
         with open(os.path.join(out, "tmp"), "w") as f:
             json.dump(record, f)
         os.rename(os.path.join(out, "tmp"), os.path.join(out, "%04d.json" % n))
         return "250 2.0.0 Ok: stored as %d" % n
 
-controller = Controller(Sink(), hostname=host, port=port)
-controller.start()
+Sink((host, port), None, decode_data=False)
 open(os.path.join(out, "ready"), "w").close()
-signal.sigwait([signal.SIGTERM, signal.SIGINT])
-controller.stop()
+asyncore.loop()
 """
 
 # A daemon hardened the way issue 4 lists, given spoolmail's front as its
