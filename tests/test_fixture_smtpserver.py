@@ -647,3 +647,32 @@ def test_render_reply() -> None:
 def test_wait_for_times_out_with_the_transcript(server: ScriptedSMTPServer) -> None:
     with pytest.raises(TimeoutError, match="no connections"):
         server.wait_connections(1, timeout=0.2)
+
+
+@scripted(
+    Script(
+        by_sender={
+            "app@example.com": {"data": "554 5.6.0 content rejected"},
+            "": {"dot": "250 2.0.0 bounce accepted"},
+        }
+    )
+)
+def test_by_sender_replies_apply_to_that_senders_transactions_only(
+    server: ScriptedSMTPServer,
+) -> None:
+    with client(server) as smtp:
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            smtp.sendmail("app@example.com", ["b@example.org"], MESSAGE)
+        assert info.value.smtp_code == 554
+        smtp.sendmail("", ["app@example.com"], MESSAGE)
+        smtp.sendmail("other@example.com", ["b@example.org"], MESSAGE)
+    server.wait_idle()
+    first, bounce, other = server.transactions()
+    assert first.outcome == "data refused"
+    assert (bounce.sender, bounce.dot_reply) == ("", "250 2.0.0 bounce accepted")
+    assert other.delivered and other.dot_reply == "250 2.0.0 Ok: queued as C1T3"
+
+
+def test_by_sender_unknown_stage_is_an_error() -> None:
+    with pytest.raises(ValueError, match="by_sender"):
+        Script(by_sender={"": {"quit": "221 bye"}})

@@ -78,6 +78,8 @@ STAGES = (
     "unknown",
 )
 
+SENDER_STAGES = ("mail", "rcpt_default", "data", "dot")
+
 _T = TypeVar("_T")
 
 
@@ -103,6 +105,10 @@ class Script:
     vrfy: Reply = "252 2.0.0 Cannot VRFY user"
     quit: Reply = "221 2.0.0 Bye"
     unknown: Reply = "502 5.5.2 Error: command not recognized"
+    # Per envelope sender ("" = null sender): replies for that sender's transactions
+    # only, keyed "mail", "rcpt_default", "data" or "dot". E.g. refuse the original
+    # message at DATA while its bounce (MAIL FROM:<>) is accepted.
+    by_sender: Mapping[str, Mapping[str, Reply]] = field(default_factory=dict)
     # Seconds to wait before sending the reply of a stage (keys from STAGES).
     delays: Mapping[str, float] = field(default_factory=dict)
     dot_delay_seconds: float = 0.0  # added to delays["dot"] (harness.json spelling)
@@ -113,23 +119,39 @@ class Script:
         unknown = set(self.delays) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s) in delays: {sorted(unknown)}; stages: {STAGES}")
+        for sender, overrides in self.by_sender.items():
+            bad = set(overrides) - set(SENDER_STAGES)
+            if bad:
+                raise ValueError(
+                    f"by_sender[{sender!r}]: unknown key(s) {sorted(bad)}; keys: {SENDER_STAGES}"
+                )
+
+    def for_sender(self, sender: str, stage: str) -> Reply:
+        """The reply of a transaction stage ("mail", "rcpt_default", "data", "dot")."""
+        overrides = self.by_sender.get(sender)
+        if overrides is not None and stage in overrides:
+            return overrides[stage]
+        reply: Reply = getattr(self, stage)
+        return reply
 
     def delay(self, stage: str) -> float:
         extra = self.dot_delay_seconds if stage == "dot" else 0.0
         return float(self.delays.get(stage, 0.0)) + extra
 
-    def rcpt_reply(self, address: str) -> Reply:
+    def rcpt_reply(self, address: str, sender: str | None = None) -> Reply:
         if address in self.rcpt:
             return self.rcpt[address]
         folded = address.lower()
         for key, reply in self.rcpt.items():
             if key.lower() == folded:
                 return reply
+        if sender is not None:
+            return self.for_sender(sender, "rcpt_default")
         return self.rcpt_default
 
 
 _SCRIPT_FIELDS = {f.name for f in dataclasses.fields(Script)}
-_MERGED_FIELDS = ("rcpt", "delays")
+_MERGED_FIELDS = ("rcpt", "delays", "by_sender")
 
 
 def _script_kwargs(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -143,6 +165,8 @@ def _script_kwargs(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, value in obj.items():
         if key == "ehlo" and value is not None:
             value = tuple(value)
+        elif key == "by_sender":
+            value = {k: dict(v) for k, v in value.items()}
         elif key in _MERGED_FIELDS:
             value = dict(value)
         elif isinstance(value, list):
@@ -155,7 +179,7 @@ def script_from_harness(smtp_server: Mapping[str, Any]) -> list[Script]:
     """Scripts (one per connection, the last repeating) from a harness.json `smtp_server`.
 
     Top-level keys are Script fields and apply to every connection; `attempts` is a list
-    of per-connection overrides merged over them (`rcpt` and `delays` are merged key by
+    of per-connection overrides merged over them (`rcpt`, `delays`, `by_sender` merged key by
     key, everything else replaced). Unknown keys are errors, so a typo cannot silently
     turn a failure scenario into a success.
     """
@@ -546,7 +570,7 @@ class _Session:
         )
         self.conn.transactions.append(txn)
         self.txn = txn
-        txn.mail_reply = await self.reply("mail", self.script.mail)
+        txn.mail_reply = await self.reply("mail", self.script.for_sender(txn.sender, "mail"))
         if not txn.mail_reply.startswith("2"):
             self.abort_txn("mail refused")
         return True
@@ -561,7 +585,8 @@ class _Session:
             return True
         rcpt = Rcpt(raw=arg, address=match.group(2), params=match.group(3).strip(), reply="")
         self.txn.rcpts.append(rcpt)
-        rcpt.reply = await self.reply("rcpt", self.script.rcpt_reply(rcpt.address))
+        reply = self.script.rcpt_reply(rcpt.address, self.txn.sender)
+        rcpt.reply = await self.reply("rcpt", reply)
         return True
 
     async def on_data(self, arg: str) -> bool:
@@ -574,7 +599,7 @@ class _Session:
             txn.outcome = "no valid recipients"
             self.txn = None
             return True
-        txn.data_reply = await self.reply("data", self.script.data)
+        txn.data_reply = await self.reply("data", self.script.for_sender(txn.sender, "data"))
         if not txn.data_reply.startswith("3"):
             self.abort_txn("data refused")
             return True
@@ -601,7 +626,7 @@ class _Session:
         txn.data_wire, txn.data = bytes(wire), bytes(unstuffed)
         self.note("C", f"<{len(wire) - 3} bytes of message data, then .>")
         try:
-            txn.dot_reply = await self.reply("dot", self.script.dot)
+            txn.dot_reply = await self.reply("dot", self.script.for_sender(txn.sender, "dot"))
         except _Closed:
             if self.conn.end == "server dropped":
                 self.abort_txn("dropped after dot")
