@@ -168,5 +168,9 @@ def test_unprivileged_users_are_refused_politely() -> None:
         env.prepare()
         proc = subprocess.run([sys.executable, "-c", _AS_NOBODY, "--config", str(env.config),
                                "queue"], capture_output=True, text=True, cwd="/", timeout=60)
+        status = subprocess.run([sys.executable, "-c", _AS_NOBODY, "--config",
+                                 str(env.config), "status"], capture_output=True, text=True,
+                                cwd="/", timeout=60)
+    assert status.returncode == 77 and "run this as root" in status.stderr
     assert proc.returncode == 77
     assert proc.stderr.startswith("spoolmail: cannot read the queue") and "root" in proc.stderr

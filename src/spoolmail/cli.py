@@ -243,7 +243,11 @@ def status(ctx: click.Context, warn_age: str, crit_age: str) -> None:
     warn, crit = config_mod.parse_duration(warn_age), config_mod.parse_duration(crit_age)
     if warn is None or crit is None:
         raise _fail("--warn-age/--crit-age take durations such as 30m, 2h, 1d", sysexits.EX_USAGE)
-    report = health.check(cfg, warn, crit)
+    try:
+        report = health.check(cfg, warn, crit)
+    except PermissionError:
+        raise _fail(f"cannot read {cfg.status_file}: run this as root, as the relay's user or "
+                    "as a member of its group", sysexits.EX_NOPERM) from None
     click.echo(f"spoolmail {health.LABEL[report.level]}"
                + (f": {'; '.join(report.problems)}" if report.problems else ""))
     for line in report.lines:

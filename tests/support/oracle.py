@@ -143,9 +143,9 @@ def check_wire(data_wire: bytes, mail_params: str) -> list[str]:
     lines = data_wire.split(b"\r\n")
     if any(len(line) > MAX_WIRE_LINE for line in lines):
         problems.append("line over 998 octets on the wire")
-    body_lines = lines[:-2] if data_wire.endswith(b".\r\n") else lines
-    if any(line == b"." for line in body_lines):
-        problems.append("an unstuffed lone dot inside the data")
+    body_lines = lines[:-2] if data_wire.endswith(b"\r\n.\r\n") else lines
+    if any(line.startswith(b".") and not line.startswith(b"..") for line in body_lines):
+        problems.append("a leading dot not doubled (dot-stuffing) inside the data")
     if any(b >= 0x80 for b in data_wire) and "BODY=8BITMIME" not in mail_params.upper():
         problems.append("8-bit data without BODY=8BITMIME")
     return problems

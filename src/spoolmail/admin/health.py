@@ -40,6 +40,8 @@ def check(cfg: Config, warn_age: float, crit_age: float) -> Report:
     except FileNotFoundError:
         report.raise_to(CRITICAL, f"relay has never run ({cfg.status_file} missing)")
         state = None
+    except PermissionError:
+        raise  # not a state of the relay: the caller may not look
     except (OSError, ValueError) as exc:
         report.raise_to(CRITICAL, f"cannot read {cfg.status_file}: {exc}")
         state = None

@@ -18,7 +18,7 @@ import aiosmtplib
 
 from spoolmail.config import SmtpConfig
 from spoolmail.relay import wiresafe
-from spoolmail.transport.base import DEFER, SENT, Attempt, Outcome, all_of, from_reply
+from spoolmail.transport.base import DEFER, FAIL, SENT, Attempt, Outcome, all_of, from_reply
 
 CONNECTION_ERRORS = (
     aiosmtplib.SMTPServerDisconnected,
@@ -40,6 +40,15 @@ class Deferred(Exception):
 
 def _defer(text: str, relay: str, dsn: str = "4.4.1") -> Deferred:
     return Deferred(Outcome(DEFER, text, dsn, relay))
+
+
+def needs_smtputf8(attempt: Attempt) -> bool:
+    return not attempt.sender.isascii() or not all(r.isascii() for r in attempt.recipients)
+
+
+def _no_smtputf8(relay: str) -> Outcome:
+    return Outcome(FAIL, f"address is not ASCII and {relay} does not offer SMTPUTF8",
+                   "5.6.7", relay)
 
 
 def _as_defer(outcome: Outcome) -> Outcome:
@@ -123,8 +132,20 @@ class SmtpTransport:
         if password is None:
             raise _defer("smtp.username is set but no password was found "
                           "(password_file or the smtp-password credential)", relay, "4.7.0")
+        offered = [m.lower() for m in client.server_auth_methods]
+        # One mechanism, one try: aiosmtplib's login() would try each offered
+        # mechanism in turn, and two failures per attempt can trip a lockout.
+        if "plain" in offered:
+            authenticate = client.auth_plain
+        elif "login" in offered:
+            authenticate = client.auth_login
+        elif "cram-md5" in offered:
+            authenticate = client.auth_crammd5
+        else:
+            raise _defer(f"{relay} offers no AUTH mechanism spoolmail supports (PLAIN, LOGIN, "
+                         f"CRAM-MD5): {' '.join(offered) or 'none'}", relay, "4.7.0")
         try:
-            await client.login(self.cfg.username or "", password)
+            await authenticate(self.cfg.username or "", password)
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise _defer(f"authentication failed: {exc.code} {exc.message}", relay,
                          "4.7.0") from None
@@ -202,6 +223,8 @@ class SmtpTransport:
                 message = b"\r\n".join(lines) + b"\r\n"
         if client.supports_extension("size"):
             options.append(b"SIZE=%d" % len(message))
+        if needs_smtputf8(attempt) and client.supports_extension("smtputf8"):
+            options.append(b"SMTPUTF8")
         return message, options
 
     async def _transaction(
@@ -210,16 +233,27 @@ class SmtpTransport:
     ) -> bool:
         """Run one MAIL/RCPT/DATA transaction; return whether the connection is reusable."""
         message, options = self._wire_message(client, attempt, relay)
+        recipients = attempt.recipients
+        if needs_smtputf8(attempt) and not client.supports_extension("smtputf8"):
+            # RFC 6531 s3.2: an address that is not ASCII cannot be sent at all.
+            refused = _no_smtputf8(relay)
+            if not attempt.sender.isascii():
+                results.update(all_of(recipients, refused))
+                return True
+            recipients = [r for r in recipients if r.isascii()]
+            results.update({r: refused for r in attempt.recipients if not r.isascii()})
+            if not recipients:
+                return True
         sender = attempt.sender.encode("utf-8")
         response = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">", *options)
         if response.code != 250:
             outcome = from_reply(response.code, response.message, relay)
             if response.code == 421:
                 raise Deferred(_as_defer(outcome))
-            results.update(all_of(attempt.recipients, outcome))
+            results.update(all_of(recipients, outcome))
             return (await client.execute_command(b"RSET")).code == 250
         accepted: list[str] = []
-        for rcpt in attempt.recipients:
+        for rcpt in recipients:
             response = await client.execute_command(b"RCPT", b"TO:<" + rcpt.encode("utf-8") + b">")
             if response.code in (250, 251):
                 accepted.append(rcpt)
