@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import pytest
 
 from spoolmail import dropin
+from tests.support.front import installed_script
 
 
 def make_root(tmp_path: Path, *, sbin: bool = True, lib: bool = True) -> Path:
@@ -129,7 +129,7 @@ def test_resolve_follows_links_inside_root(tmp_path: Path) -> None:
 
 def test_the_command_line_writes_and_removes_the_drop_in(tmp_path: Path) -> None:
     root = make_root(tmp_path)
-    spoolmail = Path(sysconfig.get_path("scripts")) / "spoolmail"
+    spoolmail = installed_script("spoolmail")
     done = subprocess.run([str(spoolmail), "enable-for", "mon.service", "--root", str(root)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -365,8 +365,11 @@ def test_slow_final_reply_times_out_a_short_client_timeout(server: ScriptedSMTPS
             hostname=server.host, port=server.port, start_tls=False, timeout=timeout
         )
         await smtp.connect()
-        _, message = await smtp.sendmail("a@example.com", ["b@example.org"], MESSAGE)
-        await smtp.quit()
+        try:
+            _, message = await smtp.sendmail("a@example.com", ["b@example.org"], MESSAGE)
+            await smtp.quit()
+        finally:
+            smtp.close()  # aiosmtplib 2.0 leaves the connection open after a timeout
         return message
 
     with pytest.raises(aiosmtplib.SMTPTimeoutError):

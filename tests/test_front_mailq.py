@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.front import FRONT, make_spool, run_front
+from tests.support.front import FRONT, front_env, make_spool, run_front
 
 SPOOLMAIL = FRONT.parent / "spoolmail"
 NO_CLI = importlib.util.find_spec("spoolmail.cli") is None
@@ -35,8 +35,7 @@ def test_mailq_lists_the_queue_as_spoolmail_queue_does(
     spool = make_spool(tmp_path)
     queued = run_front(["-oi", "bob@example.org"], stdin=b"Subject: q\n\nbody\n", spool=spool)
     assert queued.code == 0
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SPOOLMAIL_SPOOL": str(spool),
-           "SPOOLMAIL_CONFIG": str(tmp_path / "no-config.toml")}
+    env = front_env(spool, tmp_path / "no-config.toml", None, tmp_path)
     reference = subprocess.run([str(SPOOLMAIL), "queue"], capture_output=True, env=env)
     assert reference.returncode == 0, reference.stderr
     result = run_front(args, spool=spool, argv0=argv0)

@@ -6,6 +6,8 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from spoolmail import envelope
 from tests.support.front import make_spool, run_front
 
@@ -44,19 +46,26 @@ def test_absent_and_null_sender(tmp_path: Path) -> None:
     assert null == b"sender \nrcpt bob\n\nx\n"
 
 
-def test_control_characters_and_percent_are_escaped(tmp_path: Path) -> None:
-    _, rest = raw_file(tmp_path / "c", ["-F", "50%\tof\x7f\x01it", "-o", "i", "ü\x1b@example.org"],
-                       b"x\n")
-    assert rest == b"fullname 50%25%09of%7F%01it\nflag i\nrcpt \xc3\xbc%1B@example.org\n\nx\n"
+def test_percent_is_escaped_and_non_ascii_kept(tmp_path: Path) -> None:
+    _, rest = raw_file(tmp_path / "c", ["-F", "50% of it", "-o", "i", "ü@example.org"], b"x\n")
+    assert rest == b"fullname 50%25 of it\nflag i\nrcpt \xc3\xbc@example.org\n\nx\n"
     _, only_percent = raw_file(tmp_path / "p", ["-F", "100%", "bob"], b"x\n")
     assert only_percent == b"fullname 100%25\nrcpt bob\n\nx\n"
 
 
+def test_control_characters_are_escaped_by_the_encoder_and_refused_by_the_decoder() -> None:
+    env = envelope.Envelope(time=1, fullname="a\tb", recipients=["x\r\ny@example.org"])
+    raw = envelope.encode(env)
+    assert b"fullname a%09b\n" in raw and b"rcpt x%0D%0Ay@example.org\n" in raw
+    with pytest.raises(envelope.EnvelopeError, match="control character"):
+        envelope.decode(raw + b"message")
+
+
 def test_a_foreign_writer_following_the_document_is_read_back(tmp_path: Path) -> None:
     """Bytes written from the document alone, as a C or Go front would, decode as meant."""
-    data = (b"SPOOLMAIL 1\nrcpt a%0Ab@example.org\nflag t\nflag t\ntime 1733236512\n"
+    data = (b"SPOOLMAIL 1\nrcpt a%25b@example.org\nflag t\nflag t\ntime 1733236512\n"
             b"sender \nfullname 100%25 %e2%9c%93\n\nFrom: x\n\nbody\n")
     env, offset = envelope.decode(data)
     assert (env.time, env.sender, env.fullname, env.flags, env.recipients) == (
-        1733236512, "", "100% \u2713", "t", ["a\nb@example.org"])
+        1733236512, "", "100% \u2713", "t", ["a%b@example.org"])
     assert data[offset:] == b"From: x\n\nbody\n"

@@ -111,14 +111,18 @@ def test_a_null_sender_failure_goes_to_the_admin_once(tmp_path: Path) -> None:
 
 
 def test_messages_past_the_maximum_age_are_bounced_as_expired(tmp_path: Path) -> None:
-    env, calls = _command_env(tmp_path, "75 0", delivery={"max_queue_age": "1s",
-                                                           "retry_schedule": ["1s"]})
+    env, calls = _command_env(tmp_path, "75", delivery={"max_queue_age": "1s",
+                                                        "retry_schedule": ["1h"]})
     assert env.submit(["-i", "-f", "app@example.com", "bob@example.org"],
                       _message("slow")).code == 0
+    env.run_once()
     time.sleep(1.5)
+    env.cli("flush", check=True)
     log = env.run_once()
-    (_, _), (argv2, dsn) = _calls(calls)
-    assert argv2[-1] == "app@example.com"
+    made = _calls(calls)
+    assert len(made) == 3, "first attempt, last attempt, then the DSN"
+    argv3, dsn = made[2]
+    assert argv3[-1] == "app@example.com"
     assert b"Status: 4.4.7" in dsn and b"gave up after" in dsn
     assert "status=expired" in log
 

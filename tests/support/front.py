@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -22,7 +23,21 @@ from pathlib import Path
 
 from spoolmail import envelope
 
-FRONT = Path(sysconfig.get_path("scripts")) / "spoolmail-sendmail"
+
+def installed_script(name: str) -> Path:
+    """A script under test: the virtualenv's, else the first on PATH.
+
+    A Debian package build (pybuild) is no virtualenv; it puts the scripts it
+    just built first on PATH, ahead of any spoolmail installed on the machine.
+    """
+    scripts = Path(sysconfig.get_path("scripts")) / name
+    if sys.prefix != sys.base_prefix:
+        return scripts
+    found = shutil.which(name)
+    return Path(found) if found else scripts
+
+
+FRONT = installed_script("spoolmail-sendmail")
 PYTHON = sys.executable
 QUEUE_ID_LENGTH = 19
 HEX_UPPER = frozenset("0123456789ABCDEF")
@@ -133,6 +148,8 @@ def front_env(
         # A missing file is "no config": the machine's /etc/spoolmail must not leak in.
         "SPOOLMAIL_CONFIG": str(config if config is not None else scratch / "no-config.toml"),
     }
+    if "PYTHONPATH" in os.environ:  # a package build (pybuild) imports spoolmail from there
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     if spool is not None:
         env["SPOOLMAIL_SPOOL"] = str(spool)
     if extra:

@@ -17,16 +17,15 @@ import os
 import pwd
 import signal
 import subprocess
-import sysconfig
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from spoolmail.relay.queue import Entry
-from tests.support.front import Arg, Result, run_front
+from tests.support.front import Arg, Result, installed_script, run_front
 
-SPOOLMAIL = Path(sysconfig.get_path("scripts")) / "spoolmail"
+SPOOLMAIL = installed_script("spoolmail")
 HOSTNAME = "host.example.org"
 
 

@@ -20,6 +20,14 @@ from spoolmail.config import SmtpConfig
 from spoolmail.relay import wiresafe
 from spoolmail.transport.base import DEFER, FAIL, SENT, Attempt, Outcome, all_of, from_reply
 
+# aiosmtplib >= 3.0 raises SMTPConnectResponseError (with the reply code) for a
+# greeting that is not 220; 2.0 (Debian 12) raises SMTPConnectError, handled
+# below with the connection errors.
+CONNECT_RESPONSE_ERRORS: tuple[type[aiosmtplib.SMTPResponseException], ...] = tuple(
+    getattr(aiosmtplib, name) for name in ("SMTPConnectResponseError",)
+    if hasattr(aiosmtplib, name)
+)
+
 CONNECTION_ERRORS = (
     aiosmtplib.SMTPServerDisconnected,
     aiosmtplib.SMTPTimeoutError,
@@ -92,7 +100,7 @@ class SmtpTransport:
         )
         try:
             await client.connect(timeout=cfg.connect_timeout)
-        except aiosmtplib.SMTPConnectResponseError as exc:
+        except CONNECT_RESPONSE_ERRORS as exc:
             raise Deferred(_as_defer(from_reply(exc.code, exc.message, relay))) from None
         except Exception as exc:  # refused, unreachable, timed out, or not speaking SMTP
             client.close()
