@@ -12,67 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.support import oracle
 from tests.support.front import Result, SpoolFile, after_dot_rule, make_spool, run_front
 
-CASES = Path(__file__).parent / "cases"
-CASE_DIRS = sorted(p.parent for p in CASES.glob("*/*/argv"))
+CASES = oracle.all_cases()
 DOMAIN = "host.example.org"  # the oracles' configured domain (cases/README.md)
-
-
-@dataclass(frozen=True)
-class Case:
-    path: Path
-    argv0: str
-    args: list[str]
-    stdin: bytes
-    expect: dict[str, Any]
-    meta: dict[str, Any] | None
-
-    @classmethod
-    def load(cls, path: Path) -> Case:
-        lines = (path / "argv").read_text("utf-8").split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()  # the newline that ends the last argument
-        meta = path / "meta.json"
-        return cls(
-            path=path,
-            argv0=lines[0],
-            args=lines[1:],
-            stdin=(path / "stdin.eml").read_bytes(),
-            expect=json.loads((path / "expect.json").read_text("utf-8")),
-            meta=json.loads(meta.read_text("utf-8")) if meta.exists() else None,
-        )
-
-    @property
-    def options(self) -> list[str]:
-        return self.args[: self.args.index("--")] if "--" in self.args else self.args
-
-    @property
-    def smtp(self) -> bool:
-        return "-bs" in self.options
-
-    @property
-    def flags(self) -> str:
-        opts = self.options
-        return ("i" if "-i" in opts or "-oi" in opts else "") + ("t" if "-t" in opts else "")
-
-    @property
-    def fullname(self) -> str | None:
-        for i, arg in enumerate(self.options):
-            if arg.startswith("-F"):
-                return arg[2:] or self.options[i + 1]
-        return None
-
-    @property
-    def sender(self) -> str | None:
-        """The envelope sender the front records: the -f value, else none (the file owner's)."""
-        expected = self.expect["envelope_from"]
-        assert isinstance(expected, str)
-        return None if "{user}" in expected else expected
+Case = oracle.Case
 
 
 def qualify(address: str) -> str:
@@ -87,9 +35,8 @@ def spooled_nothing(result: Result) -> bool:
     return result.entries == []
 
 
-@pytest.mark.parametrize("path", CASE_DIRS, ids=[str(p.relative_to(CASES)) for p in CASE_DIRS])
-def test_case(tmp_path: Path, path: Path) -> None:
-    case = Case.load(path)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case(tmp_path: Path, case: oracle.Case) -> None:
     result = run_front(case.args, stdin=case.stdin, spool=make_spool(tmp_path), argv0=case.argv0)
     assert result.code == case.expect["exit_code"], result.stderr
     if case.expect["envelope_to"] == [] or case.expect["envelope_from"] is None:

@@ -24,10 +24,34 @@ class Case:
     stdin: bytes
     expect: dict[str, Any]
     harness: dict[str, Any] | None
+    meta: dict[str, Any] | None
 
     @property
-    def smtp_mode(self) -> bool:
-        return "-bs" in self.args
+    def options(self) -> list[str]:
+        return self.args[: self.args.index("--")] if "--" in self.args else self.args
+
+    @property
+    def smtp(self) -> bool:
+        return "-bs" in self.options
+
+    @property
+    def flags(self) -> str:
+        opts = self.options
+        return ("i" if "-i" in opts or "-oi" in opts else "") + ("t" if "-t" in opts else "")
+
+    @property
+    def fullname(self) -> str | None:
+        for i, arg in enumerate(self.options):
+            if arg.startswith("-F"):
+                return arg[2:] or self.options[i + 1]
+        return None
+
+    @property
+    def sender(self) -> str | None:
+        """The envelope sender the front records: the -f value, else none (the file owner's)."""
+        expected = self.expect["envelope_from"]
+        assert isinstance(expected, str)
+        return None if "{user}" in expected else expected
 
 
 def all_cases() -> list[Case]:
@@ -42,6 +66,7 @@ def load(path: Path) -> Case:
     if argv and argv[-1] == "":
         argv.pop()
     harness = path / "harness.json"
+    meta = path / "meta.json"
     return Case(
         name=f"{path.parent.name}/{path.name}",
         path=path,
@@ -50,6 +75,7 @@ def load(path: Path) -> Case:
         stdin=(path / "stdin.eml").read_bytes(),
         expect=json.loads((path / "expect.json").read_text(encoding="utf-8")),
         harness=json.loads(harness.read_text(encoding="utf-8")) if harness.exists() else None,
+        meta=json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else None,
     )
 
 
