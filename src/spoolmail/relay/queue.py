@@ -84,6 +84,7 @@ def write_atomic(path: str, data: bytes, mtime: float | None = None, mode: int =
     temp = os.path.join(directory, f".{name}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
+        os.fchmod(fd, mode)  # the unit's UMask=0077 must not narrow relay.status
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
