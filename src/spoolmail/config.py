@@ -110,11 +110,6 @@ class Config:
     def status_file(self) -> str:
         return os.path.join(self.spool, "relay.status")
 
-    def with_changes(self, **changes: Any) -> Config:
-        from dataclasses import replace
-
-        return replace(self, **changes)
-
 
 def machine_fqdn() -> str:
     name = socket.gethostname()
