@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -15,7 +16,7 @@ from spoolmail.admin import oplog
 from spoolmail.config import Config
 from spoolmail.relay import pickup, sdnotify, spooldirs, status
 from spoolmail.relay.deliver import Deliverer
-from spoolmail.relay.queue import Busy, QueueStore
+from spoolmail.relay.queue import HELD_MTIME, Busy, QueueStore
 from spoolmail.relay.watch import IncomingWatcher
 from spoolmail.transport.base import Transport
 from spoolmail.transport.command import CommandTransport
@@ -24,6 +25,7 @@ from spoolmail.transport.smtp import SmtpTransport
 
 log = logging.getLogger("spoolmail")
 STOP_GRACE = 60.0
+DUE_BATCH = 1000
 
 
 def make_transport(cfg: Config) -> Transport:
@@ -59,8 +61,13 @@ class Relay:
         self.wake = asyncio.Event()
         self.stopping = False
         self.reload_requested = False
-        self.flush_requested = False
-        self.semaphore = asyncio.Semaphore(cfg.concurrency)
+        # Due messages not yet started: a bounded batch from one queue scan, so
+        # neither memory nor scanning grows with the queue (no task per message).
+        self.due: collections.deque[str] = collections.deque()
+        self.queued_due: set[str] = set()
+        self.force_pending = False  # a flush: treat deferred messages as due
+        self.rescan = True
+        self.next_scan = 0.0
         self.started = time.time()
         self.last_status = 0.0
 
@@ -140,18 +147,22 @@ class Relay:
             oplog.consume(self.cfg.control_dir)
             for item in picked:
                 if item.kind == "flush":
-                    self.flush_requested = True
+                    self.force_pending = self.rescan = True
+                elif item.kind == "wake":
+                    self.rescan = True
                 elif item.kind == "queued" and item.queue_id:
-                    self._start(item.queue_id)
-            next_due = self._start_due(force=self.flush_requested)
-            self.flush_requested = False
+                    self._queue_due(item.queue_id, first=True)
+            if not self.due and (self.rescan or time.time() >= self.next_scan):
+                self._scan_queue()
+            self._start_more()
             self._write_status()
             if self.once:
-                if not self.in_flight and not any(p.kind == "queued" for p in picked):
+                if not self.in_flight and not self.due:
                     return
-                await asyncio.wait(list(self.in_flight.values()))
+                await asyncio.wait(list(self.in_flight.values()),
+                                   return_when=asyncio.FIRST_COMPLETED)
                 continue
-            timeout = min(self.cfg.rescan_interval, max(0.0, next_due - time.time()),
+            timeout = min(self.cfg.rescan_interval, max(0.0, self.next_scan - time.time()),
                           status.HEARTBEAT_INTERVAL)
             if watchdog_every is not None:
                 timeout = min(timeout, watchdog_every)
@@ -160,24 +171,50 @@ class Relay:
                 await asyncio.wait_for(self.wake.wait(), timeout=max(timeout, 0.05))
             self.wake.clear()
 
-    def _start_due(self, force: bool) -> float:
-        """Start every due message; return when the next one falls due."""
+    def _queue_due(self, queue_id: str, first: bool = False) -> bool:
+        """Put a message on the due list; False when the batch is full."""
+        if queue_id in self.queued_due or queue_id in self.in_flight:
+            return True
+        if len(self.due) >= DUE_BATCH:
+            return False
+        if first:
+            self.due.appendleft(queue_id)
+        else:
+            self.due.append(queue_id)
+        self.queued_due.add(queue_id)
+        return True
+
+    def _scan_queue(self) -> None:
+        """Collect up to DUE_BATCH due messages; note when to look again."""
         now = time.time()
-        next_due = now + self.cfg.rescan_interval
+        force = self.force_pending
+        next_scan = now + self.cfg.rescan_interval
+        complete = True
         for queue_id, due in self.store.scan():
-            if queue_id in self.in_flight or due >= 4e9:
+            if due >= HELD_MTIME:
                 continue
             wait_until = self.not_before.get(queue_id)
             if wait_until is not None:
                 if wait_until > now:
-                    next_due = min(next_due, wait_until)
+                    next_scan = min(next_scan, wait_until)
                     continue
                 del self.not_before[queue_id]
             if due <= now or force:
-                self._start(queue_id)
+                if not self._queue_due(queue_id):
+                    complete = False
+                    break
             else:
-                next_due = min(next_due, due)
-        return next_due
+                next_scan = min(next_scan, due)
+        if complete:
+            self.force_pending = False
+        self.rescan = not complete
+        self.next_scan = next_scan
+
+    def _start_more(self) -> None:
+        while self.due and len(self.in_flight) < self.cfg.concurrency and not self.stopping:
+            queue_id = self.due.popleft()
+            self.queued_due.discard(queue_id)
+            self._start(queue_id)
 
     def _start(self, queue_id: str) -> None:
         if queue_id in self.in_flight or self.stopping:
@@ -187,8 +224,7 @@ class Relay:
 
     async def _deliver(self, queue_id: str) -> None:
         try:
-            async with self.semaphore:
-                created = await self.deliverer.attempt(queue_id)
+            created = await self.deliverer.attempt(queue_id)
         except Busy:
             log.info("%s: busy (another process holds its lock); will retry", queue_id)
             self.not_before[queue_id] = time.time() + 1.0
@@ -203,7 +239,10 @@ class Relay:
         finally:
             self.in_flight.pop(queue_id, None)
         for bounce_id in created:
-            self._start(bounce_id)
+            self._queue_due(bounce_id, first=True)
+        # A deferred (or busy) message may now fall due before the next planned scan.
+        soonest = time.time() + min(self.cfg.retry_schedule)
+        self.next_scan = min(self.next_scan, self.not_before.get(queue_id, soonest), soonest)
         self.wake.set()
 
     def _write_status(self, force: bool = False, stopped: bool = False) -> None:

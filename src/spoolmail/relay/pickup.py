@@ -37,7 +37,7 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Picked:
-    kind: str  # "queued", "flush", "quarantined", "skipped"
+    kind: str  # "queued", "flush", "wake", "quarantined", "skipped"
     queue_id: str | None = None
 
 
@@ -103,7 +103,7 @@ def pickup_file(cfg: Config, store: QueueStore, name: str) -> Picked:
     if name.startswith((FLUSH_PREFIX, WAKE_PREFIX)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        return Picked("flush" if name.startswith(FLUSH_PREFIX) else "skipped")
+        return Picked("flush" if name.startswith(FLUSH_PREFIX) else "wake")
     try:
         fd, st = _open_checked(cfg, path)
         try:

@@ -116,13 +116,15 @@ class QueueStore:
         before the incoming file goes, and remove() drops the state first.
         """
         removed: list[str] = []
-        names = set(os.listdir(self.dir))
-        for name in sorted(names):
-            orphan = name.endswith(".msg") and name[:-4] + ".json" not in names
-            if orphan or (name.startswith(".") and name.endswith(".tmp")):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.dir, name))
-                removed.append(name)
+        with os.scandir(self.dir) as entries:  # streamed: memory stays flat
+            for item in entries:
+                name = item.name
+                orphan = name.endswith(".msg") and not os.path.exists(
+                    self.state_path(name[:-4]))
+                if orphan or (name.startswith(".") and name.endswith(".tmp")):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(item.path)
+                    removed.append(name)
         return removed
 
     def create(self, entry: Entry, message: bytes) -> None:
