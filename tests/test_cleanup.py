@@ -136,3 +136,9 @@ def test_make_safe_keeps_content_exact(body_lines: list[bytes], seven_bit: bool)
     else:
         decoded = raw
     assert decoded == b"\n".join(body_lines) + b"\n"
+
+
+def test_a_full_name_with_a_non_ascii_sender() -> None:
+    result = clean(b"To: x@example.org\n\nx\n", sender="j\u00fcrgen@example.org",
+                   fullname="J\u00fcrgen M.")
+    assert header(result)["from"] == ["=?utf-8?q?J=C3=BCrgen_M=2E?= <j\u00fcrgen@example.org>"]

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.relay import SPOOLMAIL, RelayEnv
+from tests.support import fakemta
+from tests.support.relay import SPOOLMAIL, RelayEnv, wait_until
 from tests.support.require import missing, require_root
+from tests.support.smtpserver import Script, ScriptedSMTPServer
 
 MESSAGE = b"From: app@example.com\nTo: bob@example.org\nSubject: robust\n\nbody\n"
 
@@ -163,3 +167,49 @@ def test_deeply_nested_mime_is_delivered_not_lost(tmp_path: Path) -> None:
     log = env.run_once()
     assert len(env.maildir_files()) == 1, log
     assert env.quarantined() == []
+
+
+def test_a_full_spool_never_makes_the_relay_send_an_accepted_message_again(
+        tmp_path: Path) -> None:
+    require_root("mounts a small tmpfs as the spool")
+    spool = tmp_path / "small"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=755", "tmpfs", str(spool)],
+                   check=True)
+    try:
+        scripts = [Script(rcpt_default="450 4.2.0 try later"), Script()]
+        with ScriptedSMTPServer(scripts) as server:
+            env = RelayEnv(spool, "smtp", min_free_space=0,
+                           smtp={"port": server.port, "idle_timeout": "0s"},
+                           delivery={"retry_schedule": ["1s"]})
+            with env.running() as relay:
+                assert env.submit(["-t"], MESSAGE).code == 0
+                wait_until(lambda: any(e.attempts for e in env.queue()), 20, "a deferral")
+                filler = spool / "spool" / "filler"
+                with open(filler, "wb") as f, contextlib.suppress(OSError):
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                relay.wait_log("cannot record the attempt", timeout=30)
+                time.sleep(3)
+                assert len(server.delivered()) == 1
+                filler.unlink()
+                wait_until(lambda: env.queue() == [], 30, "the outcome to be recorded")
+            assert len(server.delivered()) == 1, "accepted once, never sent again"
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+def test_a_planted_queue_id_cannot_fake_the_queue_age(tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    (calls / "codes").write_text("75")
+    argv = [sys.executable, fakemta.__file__, str(calls), "--", "{recipients}"]
+    env = RelayEnv(tmp_path, "command", command={"argv": argv})
+    env.prepare()
+    (env.spool / "incoming" / "000000001AAAA").write_bytes(
+        b"SPOOLMAIL 1\ntime 1\nrcpt bob@example.org\n\n" + MESSAGE)
+    env.run_once()
+    status = env.cli("status", "--warn-age", "1h")
+    assert "oldest message: " in status.stdout and "d old" not in status.stdout
+    assert "oldest message is" not in status.stdout

@@ -33,6 +33,9 @@ def _load(ctx: click.Context) -> Config:
 
 
 def _readable_queue(cfg: Config) -> QueueStore:
+    if not os.path.isdir(cfg.queue_dir) and os.access(cfg.spool, os.X_OK):
+        raise _fail(f"there is no queue in {cfg.spool} yet: has the relay ever run there?",
+                    sysexits.EX_NOINPUT)
     if not os.access(cfg.queue_dir, os.R_OK | os.X_OK):
         raise _fail(f"cannot read the queue in {cfg.queue_dir}: run this as root or as the "
                     "relay's user", sysexits.EX_NOPERM)

@@ -26,6 +26,8 @@ DEFAULT_STATE_DIR = "/var/lib/spoolmail"
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (300, 900, 1800, 3600, 7200, 14400)
 DEFAULT_MAX_QUEUE_AGE = 5 * 86400
 TRANSPORTS = ("smtp", "command", "maildir")
+MIN_MESSAGE_SIZE_LIMIT = 1
+MAX_CONCURRENCY = 100
 TLS_MODES = ("none", "starttls", "tls")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -159,12 +161,15 @@ class _Reader:
             raise self.fail(key, "must be a non-empty string")
         return value
 
-    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+    def integer(self, key: str, default: int, minimum: int = 0,
+                maximum: int | None = None) -> int:
         value = self.get(key)
         if value is None:
             return default
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise self.fail(key, f"must be a whole number >= {minimum}")
+        if (not isinstance(value, int) or isinstance(value, bool) or value < minimum
+                or (maximum is not None and value > maximum)):
+            upto = f" and <= {maximum}" if maximum is not None else ""
+            raise self.fail(key, f"must be a whole number >= {minimum}{upto}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -263,8 +268,9 @@ def from_table(table: dict[str, Any], path: str | None) -> Config:
         parsed = (
             [parse_duration(v) for v in schedule_value] if isinstance(schedule_value, list) else []
         )
-        if not parsed or any(p is None or p <= 0 for p in parsed):
-            raise delivery.fail("retry_schedule", "must be a non-empty list of positive durations")
+        if not parsed or any(p is None or p < 1 for p in parsed):
+            raise delivery.fail("retry_schedule",
+                                "must be a non-empty list of durations of at least 1s")
         schedule = tuple(p for p in parsed if p is not None)
 
     smtp_table = top.table_at("smtp")
@@ -309,10 +315,11 @@ def from_table(table: dict[str, Any], path: str | None) -> Config:
         hostname=hostname,
         domain=domain,
         admin=admin,
-        message_size_limit=top.integer("message_size_limit", DEFAULT_MESSAGE_SIZE_LIMIT),
+        message_size_limit=top.integer("message_size_limit", DEFAULT_MESSAGE_SIZE_LIMIT,
+                                       MIN_MESSAGE_SIZE_LIMIT),
         min_free_space=top.integer("min_free_space", DEFAULT_MIN_FREE_SPACE),
         transport=transport,
-        concurrency=delivery.integer("concurrency", 4, 1),
+        concurrency=delivery.integer("concurrency", 4, 1, MAX_CONCURRENCY),
         retry_schedule=schedule,
         max_queue_age=delivery.duration("max_queue_age", DEFAULT_MAX_QUEUE_AGE),
         rescan_interval=delivery.duration("rescan_interval", 60.0),

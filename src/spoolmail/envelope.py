@@ -16,9 +16,10 @@ class EnvelopeError(ValueError):
 
 
 def has_control(value: str) -> bool:
-    """Control characters (CR, LF, NUL, DEL…) have no place in an address or a name:
-    they would inject header fields or SMTP commands."""
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    """Control characters (CR, LF, NUL, DEL, C1, U+2028/9…) have no place in an address
+    or a name: they would inject header fields or SMTP commands."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029"
+               for c in value)
 
 
 class Envelope:

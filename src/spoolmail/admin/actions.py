@@ -123,7 +123,12 @@ def quarantine_show(cfg: Config, qid: str, limit: int = 64 * 1024) -> bytes:
 def quarantine_release(cfg: Config, qid: str) -> None:
     path = _quarantine_path(cfg, qid)
     name = qid.split("-", 1)[1] if "-" in qid else qid
-    os.rename(path, os.path.join(cfg.incoming, name))
+    target = os.path.join(cfg.incoming, name)
+    try:
+        os.link(path, target)  # unlike rename, never replaces a file of the same name
+    except FileExistsError:
+        raise ActionError(f"{qid}: incoming/{name} exists; release it later") from None
+    os.unlink(path)
     os.unlink(path + ".reason")
     oplog.record(cfg.control_dir, cfg.incoming, "released from quarantine", name)
 

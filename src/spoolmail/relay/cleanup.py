@@ -7,6 +7,7 @@ rewriting of local recipients, and a Received field naming the submitting uid.
 
 from __future__ import annotations
 
+import email.header
 import email.utils
 from dataclasses import dataclass
 
@@ -94,10 +95,20 @@ def _fold_long(raw: bytes) -> bytes:
     return b"\n".join(out)
 
 
+def _display_name(name: str) -> str:
+    """A phrase for a From field: as is, quoted, or RFC 2047-encoded."""
+    if not name.isascii():
+        return email.header.Header(name, "utf-8").encode()
+    if all(c.isalnum() or c in " !#$%&'*+-/=?^_`{|}~" for c in name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _format_from(cfg: Config, env: Envelope, sender: str, login: str) -> str:
+    # Not email.utils.formataddr: it refuses an address that is not ASCII (SMTPUTF8).
     address = sender or qualify(login, cfg.domain)
     if env.fullname:
-        return email.utils.formataddr((env.fullname, address), charset="utf-8")
+        return f"{_display_name(env.fullname)} <{address}>"
     return address
 
 

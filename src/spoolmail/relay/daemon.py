@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import time
 
@@ -25,6 +26,8 @@ from spoolmail.transport.smtp import SmtpTransport
 
 log = logging.getLogger("spoolmail")
 STOP_GRACE = 60.0
+LOOP_ERROR_PAUSE = 10
+STATUS_EVERY = 2.0  # seconds between relay.status writes (each counts the queue)
 DUE_BATCH = 1000
 
 
@@ -121,7 +124,9 @@ class Relay:
         old = self.transport
         self.cfg, self.transport = cfg, transport
         self.store = QueueStore(cfg.queue_dir)
+        unsaved = self.deliverer.unsaved
         self.deliverer = Deliverer(cfg, self.store, transport)
+        self.deliverer.unsaved = unsaved
         await old.close()
         log.info("configuration reloaded: delivery by %s", describe(cfg))
         sdnotify.notify("READY=1")
@@ -143,8 +148,14 @@ class Relay:
         while not self.stopping:
             if self.reload_requested:
                 await self._apply_reload()
-            picked = await asyncio.to_thread(pickup.scan, self.cfg, self.store, self.stuck)
-            oplog.consume(self.cfg.control_dir)
+            try:
+                picked = await asyncio.to_thread(pickup.scan, self.cfg, self.store, self.stuck)
+                oplog.consume(self.cfg.control_dir)
+            except OSError as exc:  # EMFILE, EIO…: temporary; never a reason to die
+                log.error("cannot read %s: %s; trying again in %ds", self.cfg.incoming,
+                          exc.strerror or exc, LOOP_ERROR_PAUSE)
+                await asyncio.sleep(LOOP_ERROR_PAUSE)
+                continue
             for item in picked:
                 if item.kind == "flush":
                     self.force_pending = self.rescan = True
@@ -231,10 +242,17 @@ class Relay:
             created = []
         except KeyError:
             created = []  # removed meanwhile (operator delete)
+        except OSError as exc:
+            pause = max(min(self.cfg.retry_schedule), LOOP_ERROR_PAUSE)
+            log.error("%s: cannot record the attempt (%s); nothing is sent again until it "
+                      "is recorded; retrying in %ds", queue_id, exc.strerror or exc, pause)
+            self.not_before[queue_id] = time.time() + pause
+            created = []
         except Exception:
+            pause = max(min(self.cfg.retry_schedule), LOOP_ERROR_PAUSE)
             log.exception("%s: delivery attempt failed unexpectedly; it stays queued and is "
-                          "retried in %ds", queue_id, self.cfg.retry_schedule[0])
-            self.not_before[queue_id] = time.time() + self.cfg.retry_schedule[0]
+                          "retried in %ds", queue_id, pause)
+            self.not_before[queue_id] = time.time() + pause
             created = []
         finally:
             self.in_flight.pop(queue_id, None)
@@ -247,7 +265,7 @@ class Relay:
 
     def _write_status(self, force: bool = False, stopped: bool = False) -> None:
         now = time.time()
-        if not force and now - self.last_status < 1.0:
+        if not force and now - self.last_status < STATUS_EVERY:
             return
         self.last_status = now
         counts = status.count(self.store, len(self.in_flight))
@@ -281,8 +299,17 @@ def _lock_spool(cfg: Config) -> int:
     return fd
 
 
+def _raise_fd_limit() -> None:
+    """Each delivery holds a connection or two: allow what the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run(config_file: str | None, once: bool) -> int:
     cfg = config_mod.load(config_file)
+    _raise_fd_limit()
     spooldirs.prepare(cfg)
     lock = _lock_spool(cfg)
     try:

@@ -46,32 +46,45 @@ class Deliverer:
         self.store = store
         self.transport = transport
         self.last_error: str | None = None
+        # Outcomes that could not be written (ENOSPC…), kept until they can be.
+        self.unsaved: dict[str, Entry] = {}
 
     async def attempt(self, queue_id: str) -> list[str]:
         """Try the message's pending recipients once; return ids of bounces it queued."""
         with self.store.locked(queue_id):
-            entry = self.store.load(queue_id)
-            if entry.held:
+            unsaved = self.unsaved.pop(queue_id, None)
+            entry = unsaved or self.store.load(queue_id)
+            if entry.held and unsaved is None:
                 return []
             message = self.store.read_message(queue_id)
-            pending = entry.pending()
-            if pending:
-                await self._try(entry, pending, message)
-            now = time.time()
-            if now - entry.arrival > self.cfg.max_queue_age:
-                self._expire(entry, now)
-            created = self._bounce_failures(entry, message, now)
-            if entry.unfinished() and not entry.held:
-                entry.next_attempt = now + retry_delay(self.cfg, entry.attempts)
-                self.store.save(entry)
-                log.info("%s: deferred, next attempt in %ds", queue_id,
-                         entry.next_attempt - now)
-            elif entry.unfinished():
-                self.store.save(entry)
-            else:
-                self.store.remove(queue_id)
-                log.info("%s: removed", queue_id)
-            return created
+            try:
+                # A state the disk has not recorded yet (disk full) is written out
+                # before anything is sent again: an accepted recipient is never re-sent.
+                pending = entry.pending() if unsaved is None else []
+                if pending:
+                    await self._try(entry, pending, message)
+                return self._settle(entry, message)
+            except OSError:
+                self.unsaved[queue_id] = entry
+                raise
+
+    def _settle(self, entry: Entry, message: bytes) -> list[str]:
+        """Expire, bounce, and record the outcome: save, or remove when done."""
+        queue_id = entry.id
+        now = time.time()
+        if now - entry.arrival > self.cfg.max_queue_age:
+            self._expire(entry, now)
+        created = self._bounce_failures(entry, message, now)
+        if entry.unfinished() and not entry.held:
+            entry.next_attempt = now + retry_delay(self.cfg, entry.attempts)
+            self.store.save(entry)
+            log.info("%s: deferred, next attempt in %ds", queue_id, entry.next_attempt - now)
+        elif entry.unfinished():
+            self.store.save(entry)
+        else:
+            self.store.remove(queue_id)
+            log.info("%s: removed", queue_id)
+        return created
 
     async def _try(self, entry: Entry, pending: list[Recipient], message: bytes) -> None:
         # Control characters would inject SMTP commands or header fields; the front

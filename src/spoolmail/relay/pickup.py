@@ -56,7 +56,7 @@ def _read_all(fd: int, limit: int) -> bytes:
 
 def quarantine(cfg: Config, name: str, reason: str, uid: int | None) -> str:
     """Move incoming/name into quarantine/ with a record of why; return its new name."""
-    qname = f"{int(time.time())}-{name}"
+    qname = f"{int(time.time())}{os.urandom(3).hex()}-{name}"
     os.rename(os.path.join(cfg.incoming, name), os.path.join(cfg.quarantine_dir, qname))
     record = {"name": name, "reason": reason, "uid": uid, "time": time.time()}
     write_atomic(os.path.join(cfg.quarantine_dir, qname + ".reason"),

@@ -30,18 +30,15 @@ def count(store: QueueStore, in_flight: int) -> QueueCounts:
             counts.held += 1
         elif due > now:
             counts.deferred += 1
-        arrival = _arrival_from_id(queue_id)
-        if arrival is not None and (counts.oldest is None or arrival < counts.oldest):
+        try:
+            # The relay wrote the .msg at pickup and never touches it again, so its
+            # mtime is the arrival by the relay's clock (the id is the submitter's).
+            arrival = os.stat(store.msg_path(queue_id)).st_mtime
+        except FileNotFoundError:
+            continue
+        if counts.oldest is None or arrival < counts.oldest:
             counts.oldest = arrival
     return counts
-
-
-def _arrival_from_id(queue_id: str) -> float | None:
-    """Queue ids start with the submission time in hex (see spool-format.md)."""
-    try:
-        return float(int(queue_id[:9], 16))
-    except ValueError:
-        return None
 
 
 def count_quarantined(directory: str) -> int:

@@ -97,10 +97,11 @@ def _read_top_keys(path: str) -> dict[str, object]:
     return found
 
 
-def _positive_int(values: dict[str, object], key: str, default: int, path: str) -> int:
+def _positive_int(values: dict[str, object], key: str, default: int, path: str,
+                  minimum: int = 0) -> int:
     value = values.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{path}: {key} must be a whole number of bytes")
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{path}: {key} must be a whole number of bytes >= {minimum}")
     return value
 
 
@@ -116,7 +117,7 @@ def load() -> FrontConfig:
     return FrontConfig(
         spool=spool,
         message_size_limit=_positive_int(
-            values, "message_size_limit", DEFAULT_MESSAGE_SIZE_LIMIT, path
+            values, "message_size_limit", DEFAULT_MESSAGE_SIZE_LIMIT, path, minimum=1
         ),
         min_free_space=_positive_int(values, "min_free_space", DEFAULT_MIN_FREE_SPACE, path),
     )
