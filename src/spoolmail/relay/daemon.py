@@ -166,7 +166,7 @@ class Relay:
             if not self.due and (self.rescan or time.time() >= self.next_scan):
                 self._scan_queue()
             self._start_more()
-            self._write_status()
+            status_written = self._write_status()
             if self.once:
                 if not self.in_flight and not self.due:
                     return
@@ -174,7 +174,7 @@ class Relay:
                                    return_when=asyncio.FIRST_COMPLETED)
                 continue
             timeout = min(self.cfg.rescan_interval, max(0.0, self.next_scan - time.time()),
-                          status.HEARTBEAT_INTERVAL)
+                          status.HEARTBEAT_INTERVAL if status_written else STATUS_EVERY)
             if watchdog_every is not None:
                 timeout = min(timeout, watchdog_every)
                 sdnotify.notify("WATCHDOG=1")
@@ -263,10 +263,11 @@ class Relay:
         self.next_scan = min(self.next_scan, self.not_before.get(queue_id, soonest), soonest)
         self.wake.set()
 
-    def _write_status(self, force: bool = False, stopped: bool = False) -> None:
+    def _write_status(self, force: bool = False, stopped: bool = False) -> bool:
+        """Write relay.status unless one was written just now; return whether it was."""
         now = time.time()
         if not force and now - self.last_status < STATUS_EVERY:
-            return
+            return False
         self.last_status = now
         counts = status.count(self.store, len(self.in_flight))
         quarantined = status.count_quarantined(self.cfg.quarantine_dir)
@@ -277,6 +278,7 @@ class Relay:
         except OSError as exc:
             log.warning("cannot write %s: %s", self.cfg.status_file, exc.strerror)
         sdnotify.notify("STATUS=" + status.summary(counts, quarantined))
+        return True
 
 
 class AlreadyRunning(Exception):
