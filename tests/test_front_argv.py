@@ -194,9 +194,14 @@ def test_argv0_sendmail_variants_deliver(tmp_path: Path, argv0: str) -> None:
     assert result.only_file.message == MESSAGE
 
 
-@pytest.mark.parametrize("args", [["-bi"], ["-bi", "-t"]])
+@pytest.mark.parametrize("args", [["-bi"], ["-bi", "-t"], ["-I"]])
 @pytest.mark.parametrize("argv0", ["sendmail", "/usr/sbin/sendmail"])
 def test_bi_is_newaliases(tmp_path: Path, argv0: str, args: list[str]) -> None:
     result = submit(tmp_path, *args, argv0=argv0)
     assert (result.code, result.stderr, result.stdout) == (0, "", b"")
     result.assert_nothing_left()
+
+
+def test_postfix_options_that_mean_nothing_here_are_ignored(tmp_path: Path) -> None:
+    result = submit(tmp_path, "-Am", "-c", "-x", "-e", "m", "-Ac", "-oi", "bob")
+    assert accepted(result) == (None, None, "i", ["bob"])

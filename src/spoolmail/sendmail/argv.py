@@ -6,10 +6,11 @@ which are accepted and ignored because callers pass them and cannot be changed.
 
 from __future__ import annotations
 
-# Flags that take no value. t and i are acted on; the rest are accepted and ignored.
-FLAGS = frozenset("tivGUnms")
+# Flags that take no value. t, i and I (= -bi) are acted on; the rest are ignored.
+# Together with VALUED this is Postfix's sendmail option set, plus -s.
+FLAGS = frozenset("tivGUnmscxI")
 # Options that take a value, attached (-fADDR) or as the next argument (-f ADDR).
-VALUED = frozenset("frFoBNRVLOCXhp")
+VALUED = frozenset("frFoBNRVLOCXhpAe")
 MODES = {"m": "deliver", "p": "list", "s": "smtp", "i": "aliases"}
 
 
@@ -76,7 +77,8 @@ def _apply_valued(inv: Invocation, opt: str, value: str) -> None:
     elif opt == "O":
         _apply_capital_o(inv, value)
     # B (body type), N (DSN notify), R (DSN return), V (envid), L (log label),
-    # C (config file), X (log file), h (hop count), p (protocol): ignored.
+    # C (config file), X (log file), h (hop count), p (protocol), A (submission
+    # mode, -Am/-Ac), e (error mode, as -oe): ignored.
 
 
 def _apply_mode(inv: Invocation, mode: str) -> None:
@@ -124,6 +126,8 @@ def parse(args: list[str]) -> Invocation:
                     inv.ignore_dots = True
                 elif opt == "v":
                     inv.verbose = True
+                elif opt == "I":
+                    inv.mode = MODES["i"]
                 k += 1
             elif opt == "b":
                 if not rest:
