@@ -7,7 +7,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from spoolmail import envelope
+import pytest
+
+from spoolmail import config, envelope
+from spoolmail.relay import pickup
+from spoolmail.relay.queue import QueueStore
 from tests.support.relay import SPOOLMAIL, RelayEnv
 from tests.support.require import require_root
 
@@ -133,3 +137,27 @@ def test_config_errors_name_the_key_and_the_file(tmp_path: Path) -> None:
     proc = subprocess.run([str(SPOOLMAIL), "relay", "--once"], env=env.env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 78 and "delivery.transport must be one of" in proc.stderr
+
+
+def test_a_message_cleanup_cannot_handle_is_kept_and_its_sender_told(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = RelayEnv(tmp_path, "maildir")
+    env.prepare()
+    _plant(env, "0000000001odd", _spool_file(sender="app@example.com"))
+    cfg = config.load(str(env.config))
+
+    def cleanup_that_fails(*args: object, **kwargs: object) -> None:
+        raise ValueError("no sense can be made of it")
+
+    monkeypatch.setattr(pickup, "cleanup", cleanup_that_fails)
+    picked = pickup.pickup_file(cfg, QueueStore(cfg.queue_dir), "0000000001odd")
+    assert picked.kind == "quarantined"
+    [reason] = env.quarantined()
+    assert reason.endswith("-0000000001odd.reason")
+    monkeypatch.undo()
+    env.run_once()
+    [dsn] = env.maildir_files()
+    text = dsn.read_bytes()
+    assert text.startswith(b"Return-Path: <>\nDelivered-To: app@example.com\n")
+    assert b"could not process the message" in text and b"Status: 5.6.0" in text
+    assert b"Final-Recipient: rfc822; alice@example.org" in text

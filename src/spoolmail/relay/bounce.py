@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import email.utils
+import logging
+import os
 
 from spoolmail import headerblock
 from spoolmail.config import Config
-from spoolmail.relay.queue import Entry, Recipient
+from spoolmail.relay.identity import login_for_uid
+from spoolmail.relay.queue import Entry, QueueStore, Recipient
+from spoolmail.relay.wiresafe import has_8bit
+from spoolmail.sendmail.spoolwrite import new_queue_id
+
+log = logging.getLogger("spoolmail")
 
 MAX_RETURNED_HEADER = 64 * 1024
 
@@ -95,3 +102,19 @@ def _original_headers(message: bytes) -> bytes:
     if len(head) > MAX_RETURNED_HEADER:
         head = head[:MAX_RETURNED_HEADER].rsplit(b"\n", 1)[0]
     return head
+
+
+def queue(cfg: Config, store: QueueStore, original: Entry, failed: list[Recipient],
+          message: bytes, to: str, now: float, expired: bool = False) -> str:
+    """Store the DSN for original's failed recipients in the queue; return its id."""
+    bounce_id = new_queue_id()
+    data = build(cfg, original, failed, message, to, bounce_id, now, expired)
+    dsn = Entry(
+        id=bounce_id, arrival=now, uid=os.geteuid(), login=login_for_uid(os.geteuid()),
+        sender="", recipients=[Recipient(to)], size=len(data), eight_bit=has_8bit([data]),
+        next_attempt=now, is_bounce=True,
+        extra={"bounce_of": original.id, "admin_notice": to == cfg.admin},
+    )
+    store.create(dsn, data)
+    log.info("%s: sender non-delivery notification: %s", original.id, bounce_id)
+    return bounce_id

@@ -159,8 +159,8 @@ class Relay:
             for item in picked:
                 if item.kind == "flush":
                     self.force_pending = self.rescan = True
-                elif item.kind == "wake":
-                    self.rescan = True
+                elif item.kind in ("wake", "quarantined"):
+                    self.rescan = True  # an operator action, or a notice to deliver
                 elif item.kind == "queued" and item.queue_id:
                     self._queue_due(item.queue_id, first=True)
             if not self.due and (self.rescan or time.time() >= self.next_scan):

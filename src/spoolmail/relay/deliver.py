@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from spoolmail.config import Config
 from spoolmail.envelope import has_control
 from spoolmail.relay import bounce
-from spoolmail.relay.identity import login_for_uid
 from spoolmail.relay.queue import (
     BOUNCED,
     FAILED,
@@ -19,8 +17,6 @@ from spoolmail.relay.queue import (
     QueueStore,
     Recipient,
 )
-from spoolmail.relay.wiresafe import has_8bit
-from spoolmail.sendmail.spoolwrite import new_queue_id
 from spoolmail.transport import base
 from spoolmail.transport.base import Attempt, Outcome, Transport
 
@@ -148,17 +144,8 @@ class Deliverer:
                 log.warning("%s: undeliverable and no sender to return it to; held for the "
                             "operator (%s)", entry.id, why)
                 return []
-        bounce_id = new_queue_id()
-        data = bounce.build(self.cfg, entry, failed, message, target, bounce_id, now, expired)
-        login = login_for_uid(os.geteuid())
-        dsn = Entry(
-            id=bounce_id, arrival=now, uid=os.geteuid(), login=login, sender="",
-            recipients=[Recipient(target)], size=len(data), eight_bit=has_8bit([data]),
-            next_attempt=now, is_bounce=True,
-            extra={"bounce_of": entry.id, "admin_notice": target == self.cfg.admin},
-        )
-        self.store.create(dsn, data)
+        bounce_id = bounce.queue(self.cfg, self.store, entry, failed, message, target, now,
+                                 expired)
         for rcpt in failed:
             rcpt.status = BOUNCED
-        log.info("%s: sender non-delivery notification: %s", entry.id, bounce_id)
         return [bounce_id]

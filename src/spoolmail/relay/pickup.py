@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from spoolmail import envelope
 from spoolmail.config import Config
-from spoolmail.relay.cleanup import cleanup
+from spoolmail.relay import bounce
+from spoolmail.relay.cleanup import cleanup, qualify
 from spoolmail.relay.identity import login_for_uid
 from spoolmail.relay.queue import Entry, QueueStore, Recipient, fsync_dir, write_atomic
 from spoolmail.sendmail.spoolwrite import FLUSH_PREFIX, TEMP_PREFIX, WAKE_PREFIX, new_queue_id
@@ -126,7 +127,9 @@ def pickup_file(cfg: Config, store: QueueStore, name: str) -> Picked:
         cleaned = cleanup(env, data[offset:], uid=uid, login=login, cfg=cfg,
                           queue_id=queue_id, now=now)
     except Exception as exc:  # a message cleanup cannot handle must not come back every pass
-        quarantine(cfg, name, f"cleanup failed: {type(exc).__name__}: {exc}", uid)
+        reason = f"cleanup failed: {type(exc).__name__}: {exc}"
+        qname = quarantine(cfg, name, reason, uid)
+        _tell_submitter(cfg, store, env, data[offset:], uid, login, qname, reason, now)
         return Picked("quarantined")
     if not cleaned.recipients:
         quarantine(cfg, name, "no recipients (none given and none found in the header)", uid)
@@ -147,6 +150,29 @@ def pickup_file(cfg: Config, store: QueueStore, name: str) -> Picked:
     log.info("%s: uid=%d (%s) from=<%s> size=%d nrcpt=%d: accepted", queue_id, uid, login,
              cleaned.sender, entry.size, len(entry.recipients))
     return Picked("queued", queue_id)
+
+
+def _tell_submitter(cfg: Config, store: QueueStore, env: envelope.Envelope, message: bytes,
+                    uid: int, login: str, qname: str, reason: str, now: float) -> None:
+    """An accepted message that cannot be processed is not lost silently: it stays in
+    quarantine for the operator, and its submitter gets a DSN saying so."""
+    if env.sender is None:
+        target = qualify(login, cfg.domain)
+    elif env.sender:
+        target = qualify(env.sender, cfg.domain)
+    else:
+        target = cfg.admin or ""
+    if not target:
+        return
+    text = f"the mail system could not process the message ({reason}); it is kept as {qname}"
+    failed = [Recipient(r, status="failed", last_reply=text, dsn_status="5.6.0")
+              for r in env.recipients or ["(recipients in the message header)"]]
+    original = Entry(id=qname, arrival=now, uid=uid, login=login, sender=env.sender or "",
+                     recipients=failed)
+    try:
+        bounce.queue(cfg, store, original, failed, message, target, now)
+    except Exception as exc:
+        log.error("%s: cannot notify <%s>: %s", qname, target, exc)
 
 
 def _clean_stale(cfg: Config, name: str) -> None:
