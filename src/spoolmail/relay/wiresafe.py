@@ -117,7 +117,7 @@ def _replace_cte(header: Lines, cte: bytes) -> Lines:
 
 
 def _encode_leaf(header: Lines, body: Lines, top: bool) -> tuple[Lines, Lines]:
-    kind, params = content_type(header)
+    kind, _ = content_type(header)
     raw = b"\n".join(body) + (b"\n" if body else b"")
     if kind.startswith("text/"):
         encoded = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
@@ -141,8 +141,6 @@ def _encode_leaf(header: Lines, body: Lines, top: bool) -> tuple[Lines, Lines]:
             header.append(b"Content-Type: text/plain; charset=" + charset)
         if header_value(header, b"mime-version") is None:
             header.append(b"MIME-Version: 1.0")
-    elif "charset" not in params and kind == "text/plain" and has_8bit(body):
-        pass  # a part's own charset is the sender's business; the bytes are kept exactly
     return header, new_body
 
 
@@ -173,10 +171,11 @@ def _fix_entity(lines: Lines, seven_bit: bool, top: bool, depth: int = 0) -> Lin
     kind, params = content_type(header)
     cte = (header_value(header, b"content-transfer-encoding") or "7bit").lower()
     if kind.startswith(("multipart/", "message/")):
-        # RFC 2045 s6.4: a composite type is never encoded itself; its parts are.
+        # RFC 2045 s6.4: a composite type is never encoded itself; its parts are
+        # (down to MAX_DEPTH; deeper nesting is left as it is).
         if depth >= MAX_DEPTH:
-            pass
-        elif kind.startswith("multipart/") and params.get("boundary"):
+            return [*header, b"", *body]
+        if kind.startswith("multipart/") and params.get("boundary"):
             body = _fix_multipart(body, params["boundary"].encode("utf-8", "replace"),
                                   seven_bit, depth + 1)
         elif kind == "message/rfc822" and (has_long(body) or (seven_bit and has_8bit(body))):
